@@ -1,0 +1,225 @@
+"""Giving every mapping exactly one kind from CONTRACT.md's table: pure, no I/O.
+
+The rules, in the order they are tried:
+
+1. Pseudo-paths name themselves: `[heap]`, `[stack]` (and `[stack:TID]`), `[vdso]`,
+   `[vvar]`/`[vvar_vclock]`, `[vsyscall]`; `[anon_shmem:...]` is shared memory; an
+   `[anon:...]` name is anonymous memory (Android's `[anon:stack_and_tls:TID]` is a
+   thread stack); any other bracketed name is `other`.
+2. No access at all (`---p`) is a guard page or a reservation, whatever backs it.
+3. Shared-memory paths: `/SYSV...`, `/dev/shm/...`, `memfd:...`, `/dev/ashmem...`, and
+   `/dev/zero` mapped shared (how the kernel names shared anonymous memory).
+4. File-backed mappings are grouped into objects by (path, device, inode). An object with
+   any executable mapping is the program if its path is the one `/proc/PID/exe` names
+   (for an imported text: the lowest-addressed executable object), else a library. Its
+   executable mappings are text, writable ones data, the rest rodata. Other files are
+   `file`.
+5. bss is the anonymous memory an object's own ELF program headers call for (the
+   `LayoutSource` reads them). Where they cannot be read, an anonymous `rw-p` mapping
+   that starts exactly where the object's writable data ends, and is no larger than
+   `FALLBACK_BSS_LIMIT`, is taken as bss: the kernel places unrelated mappings right
+   beside libraries and merges neighbours, so adjacency alone would call a 7 MiB buffer
+   "libz's bss".
+6. A thread stack is the anonymous mapping holding a thread's stack pointer. When some
+   threads' pointers are unknown (a thread running, an imported text), an anonymous
+   `rw-p` mapping directly above a small `---p` guard is taken as one.
+7. Any other anonymous mapping is `anon` when private, `shmem` when shared.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from memsnap.elf import LoadLayout
+from memsnap.model import Mapping
+
+FALLBACK_BSS_LIMIT = 4 << 20
+GUARD_LIMIT = 1 << 20
+
+_PSEUDO = {
+    "[heap]": "heap",
+    "[stack]": "stack",
+    "[vdso]": "vdso",
+    "[vvar]": "vvar",
+    "[vvar_vclock]": "vvar",
+    "[vsyscall]": "vsyscall",
+}
+_SHMEM_PREFIXES = ("/SYSV", "/dev/shm/", "/memfd:", "memfd:", "/dev/ashmem")
+
+# Given an object's offset-0 mapping, its ELF load layout, or None when unreadable.
+LayoutSource = Callable[[Mapping], "LoadLayout | None"]
+
+
+def _no_layouts(_: Mapping) -> LoadLayout | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Threads:
+    """What is known of a process's threads: their stack pointers, and whether some
+    threads' pointers are unknown (then the guard-page rule is used as well)."""
+
+    stack_pointers: tuple[int, ...] = ()
+    some_unknown: bool = True
+
+
+def _pseudo_kind(m: Mapping) -> str | None:
+    path = m.path
+    if path is None or not path.startswith("["):
+        return None
+    kind = _PSEUDO.get(path)
+    if kind is not None:
+        return kind
+    if path.startswith("[stack:"):
+        return "stack"
+    if path.startswith("[anon_shmem:"):
+        return "shmem"
+    if path.startswith("[anon:"):
+        if m.perms == "---p":
+            return "guard"
+        return "thread-stack" if path.startswith("[anon:stack_and_tls:") else None
+    return "other"
+
+
+def is_shmem_path(path: str, perms: str) -> bool:
+    if path.startswith(_SHMEM_PREFIXES):
+        return True
+    return path == "/dev/zero" and perms.endswith("s")
+
+
+def is_anonymous(m: Mapping) -> bool:
+    """Anonymous memory: no file, or a name the kernel or Android gave it."""
+    return m.path is None or m.path.startswith("[anon:")
+
+
+def classify(
+    mappings: Sequence[Mapping],
+    exe: str | None,
+    threads: Threads | None = None,
+    layouts: LayoutSource = _no_layouts,
+    page_size: int = 4096,
+) -> list[str]:
+    """The kind of each mapping, in the same order."""
+    threads = threads or Threads()
+    kinds: list[str | None] = [None] * len(mappings)
+    objects: dict[tuple[str, str, int], list[int]] = {}
+
+    for i, m in enumerate(mappings):
+        pseudo = _pseudo_kind(m)
+        if pseudo is not None:
+            kinds[i] = pseudo
+        elif m.perms == "---p":
+            kinds[i] = "guard"
+        elif m.path is None or m.path.startswith("[anon:"):
+            continue  # anonymous: decided below
+        elif is_shmem_path(m.path, m.perms):
+            kinds[i] = "shmem"
+        else:
+            objects.setdefault((m.path, m.dev, m.inode), []).append(i)
+
+    program = _program_key(mappings, objects, exe)
+    bss_ranges: list[tuple[int, int, str]] = []
+    fallback_starts: dict[int, str] = {}
+    for key, members in objects.items():
+        if not any(mappings[i].executable for i in members):
+            for i in members:
+                kinds[i] = "file"
+            continue
+        prefix = "" if key == program else "lib-"
+        for i in members:
+            perms = mappings[i].perms
+            part = "text" if "x" in perms else "data" if "w" in perms else "rodata"
+            kinds[i] = prefix + part
+        layout = layouts(_base_mapping(mappings, members))
+        if layout is not None:
+            base = _base_mapping(mappings, members).start
+            bss_ranges.extend((s, e, prefix + "bss") for s, e in layout.bss_ranges(base, page_size))
+        else:
+            last = max(members, key=lambda i: mappings[i].end)
+            if "w" in mappings[last].perms:
+                fallback_starts[mappings[last].end] = prefix + "bss"
+
+    bss_ranges.sort()
+    range_starts = [r[0] for r in bss_ranges]
+    stack_pointers = sorted(threads.stack_pointers)
+    for i, m in enumerate(mappings):
+        if kinds[i] is not None:
+            continue
+        if m.perms.endswith("s"):
+            kinds[i] = "shmem"
+        elif m.perms == "rw-p" and (bss := _bss_kind(m, bss_ranges, range_starts,
+                                                      fallback_starts)):
+            kinds[i] = bss
+        elif _holds_pointer(m, stack_pointers) or (
+            threads.some_unknown and _above_guard(mappings, i)
+        ):
+            kinds[i] = "thread-stack"
+        else:
+            kinds[i] = "anon"
+    return [k or "other" for k in kinds]
+
+
+def _program_key(
+    mappings: Sequence[Mapping],
+    objects: dict[tuple[str, str, int], list[int]],
+    exe: str | None,
+) -> tuple[str, str, int] | None:
+    executable = [
+        key for key, members in objects.items() if any(mappings[i].executable for i in members)
+    ]
+    if exe is not None:
+        for key in executable:
+            if key[0] == exe:
+                return key
+        return None
+    if not executable:
+        return None
+    return min(executable, key=lambda key: min(mappings[i].start for i in objects[key]))
+
+
+def _base_mapping(mappings: Sequence[Mapping], members: list[int]) -> Mapping:
+    """The object's offset-0 mapping (its ELF header), else its lowest one."""
+    at_zero = [mappings[i] for i in members if mappings[i].offset == 0]
+    pool = at_zero or [mappings[i] for i in members]
+    return min(pool, key=lambda m: m.start)
+
+
+def _bss_kind(
+    m: Mapping,
+    ranges: list[tuple[int, int, str]],
+    starts: list[int],
+    fallback_starts: dict[int, str],
+) -> str | None:
+    if m.path is not None:
+        return None
+    pos = bisect.bisect_right(starts, m.start) - 1
+    if pos >= 0:
+        start, end, kind = ranges[pos]
+        if start <= m.start and m.end <= end:
+            return kind
+    kind = fallback_starts.get(m.start)
+    if kind is not None and m.size <= FALLBACK_BSS_LIMIT:
+        return kind
+    return None
+
+
+def _holds_pointer(m: Mapping, pointers: list[int]) -> bool:
+    if not pointers or "w" not in m.perms:
+        return False
+    pos = bisect.bisect_left(pointers, m.start)
+    return pos < len(pointers) and pointers[pos] < m.end
+
+
+def _above_guard(mappings: Sequence[Mapping], i: int) -> bool:
+    m = mappings[i]
+    if i == 0 or m.perms != "rw-p" or m.path is not None:
+        return False
+    below = mappings[i - 1]
+    return (
+        below.end == m.start
+        and below.perms == "---p"
+        and below.path is None
+        and below.size <= GUARD_LIMIT
+    )

@@ -1,0 +1,98 @@
+"""The `memsnap` command: Typer wiring, the global `--db`, and errors -> exit codes.
+
+Each command lives in its own module; this one only assembles them. `MemsnapGroup` is
+where every failure becomes one or two plain lines on standard error and the exit code
+CONTRACT.md names: 1 for a runtime failure (`MemsnapError`), 2 for a usage error (bad
+option, malformed time), 130 for Ctrl-C. No traceback reaches a person.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from memsnap import __version__
+from memsnap.errors import MemsnapError, UsageError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, code: int) -> None:
+    typer.echo(f"memsnap: {message}", err=True)
+    sys.exit(code)
+
+
+class MemsnapGroup(TyperGroup):
+    """Runs a command and turns whatever it raises into a message and an exit code."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        try:
+            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+        except UsageError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except MemsnapError as exc:
+            fail(str(exc), EXIT_FAILURE)
+        except (KeyboardInterrupt, typer.Abort):
+            fail("interrupted", EXIT_INTERRUPTED)
+        except typer.TyperException as exc:
+            # Typer's own usage errors (unknown option, bad value): exit code 2.
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None and exc.exit_code == EXIT_USAGE:
+                hint = f"\nTry '{ctx.command_path} --help' for help."
+            fail(f"{exc.format_message()}{hint}", exc.exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+app = typer.Typer(
+    cls=MemsnapGroup,
+    help="Record, classify, diff and replay Linux process memory maps over time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"memsnap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    db: str | None = typer.Option(
+        None, "--db", envvar="MEMSNAP_DB", metavar="TARGET",
+        help="Database: a file path (SQLite) or a SQLAlchemy URL. Default: "
+             "$XDG_DATA_HOME/memsnap/memsnap.db.",
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print memsnap's version and exit."),
+) -> None:
+    ctx.obj = {"db": db}
+
+
+def _register() -> None:
+    from memsnap.cli import list_cmd, record_cmd, show_cmd
+
+    app.command("record")(record_cmd.record)
+    app.command("list")(list_cmd.list_snapshots)
+    app.command("show")(show_cmd.show)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,76 @@
+"""`memsnap show`: the classified layout of one snapshot, or as it was at a time."""
+
+from __future__ import annotations
+
+import typer
+
+from memsnap.cli.common import (
+    FORMAT_OPTION,
+    STYLE_OPTION,
+    OutputFormat,
+    check_style,
+    database,
+    echo,
+    use_color,
+)
+from memsnap.cli.list_cmd import compile_name
+from memsnap.errors import UsageError
+from memsnap.model import KINDS
+
+
+def show(
+    ctx: typer.Context,
+    snapshot_id: int | None = typer.Argument(None, metavar="[ID]", help="Snapshot id."),
+    at: str | None = typer.Option(None, "--at", metavar="TIME",
+                                  help="The latest snapshot taken at or before TIME."),
+    pid: int | None = typer.Option(None, "--pid", help="With --at: the process."),
+    name: str | None = typer.Option(None, "--name",
+                                    help="With --at: the process, by command regex."),
+    fmt: OutputFormat = FORMAT_OPTION,
+    style: str = STYLE_OPTION,
+    gaps: bool = typer.Option(False, "--gaps", help="Show unmapped holes as 'gap' rows."),
+    top_down: bool = typer.Option(False, "--top-down", help="Highest address first."),
+    kinds: list[str] = typer.Option(None, "--kind", metavar="KIND",
+                                    help="Only regions of this kind (repeatable)."),
+    summary: bool = typer.Option(False, "--summary", help="One row per kind."),
+) -> None:
+    """Show the classified layout of one snapshot."""
+    from memsnap import history, render
+    from memsnap.timeparse import parse_time
+
+    check_style(style)
+    for kind in kinds or ():
+        if kind not in KINDS:
+            raise UsageError(f"unknown --kind {kind!r}; kinds are: {', '.join(KINDS)}")
+    if (snapshot_id is None) == (at is None):
+        raise UsageError("give a snapshot ID or --at TIME (one of them)")
+    if at is None and (pid is not None or name is not None):
+        raise UsageError("--pid and --name select a process for --at")
+    when = parse_time(at) if at is not None else None
+    with database(ctx) as db, db.reading() as conn:
+        if when is not None:
+            snap = history.snapshot_at(conn, when, pid=pid, name=compile_name(name))
+        else:
+            assert snapshot_id is not None
+            snap = history.get_snapshot(conn, snapshot_id)
+        regions = history.layout(conn, snap)
+    if gaps:
+        regions = render.with_gaps(regions)
+    if kinds:
+        regions = [r for r in regions if r.kind in kinds]
+    if top_down:
+        regions.reverse()
+    if fmt is OutputFormat.json:
+        doc = {"snapshot": render.snapshot_json(snap)}
+        if summary:
+            doc["kinds"] = render.summary_json(regions)
+        else:
+            doc["regions"] = [render.region_json(r, snap.page_size) for r in regions]
+        echo(render.dumps(doc))
+    elif fmt is OutputFormat.csv:
+        echo(render.to_csv((render.region_json(r, snap.page_size) for r in regions),
+                           render.REGION_CSV_FIELDS))
+    elif summary:
+        echo(render.summary_table(snap, regions, style, use_color()))
+    else:
+        echo(render.show_table(snap, regions, style, use_color()))

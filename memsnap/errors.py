@@ -1,0 +1,37 @@
+"""The exceptions memsnap raises on purpose; the CLI turns each into a plain message.
+
+`MemsnapError` means a runtime failure (exit 1); `UsageError` means the caller asked for
+something malformed (exit 2). Anything else escaping the CLI is a bug.
+"""
+
+from __future__ import annotations
+
+
+class MemsnapError(Exception):
+    """A runtime failure with a message fit to show a person as it is."""
+
+
+class UsageError(MemsnapError):
+    """Malformed input from the caller: a bad option value, a malformed time."""
+
+
+class ProcessError(MemsnapError):
+    """A process could not be read: gone, forbidden, a kernel thread, reused pid."""
+
+
+class ParseError(MemsnapError):
+    """A maps or smaps text that is not what the kernel prints; names the line."""
+
+    def __init__(self, lineno: int, line: str, why: str) -> None:
+        shown = line if len(line) <= 120 else line[:117] + "..."
+        super().__init__(f"line {lineno}: {why}: {shown!r}")
+        self.lineno = lineno
+        self.line = line
+
+
+class DatabaseError(MemsnapError):
+    """A database that cannot be opened, is not memsnap's, or is newer than us."""
+
+
+class NotFoundError(MemsnapError):
+    """A snapshot, process or time with nothing recorded for it."""

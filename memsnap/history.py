@@ -1,0 +1,191 @@
+"""Reading the recorded history: snapshots, layouts, what changed between two of them.
+
+Every function takes an open connection and returns frozen dataclasses from
+`memsnap.model`; nothing SQLAlchemy leaves this module. The layout at snapshot k of a
+process is one indexed query (`first_seq <= k` and `last_seq` NULL or `>= k`); the
+regions that differ between two snapshots of one process are two more, which read only
+rows that changed in between.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, Select, and_, or_, select
+
+from memsnap.errors import NotFoundError
+from memsnap.model import SIZE_ATTRS, ProcessIdentity, Region, Snapshot, Totals
+from memsnap.store.schema import paths, processes, regions, snapshot_kinds, snapshots
+
+_SNAPSHOT_COLUMNS = (
+    snapshots.c.id, snapshots.c.process_id, snapshots.c.seq, snapshots.c.taken_at,
+    snapshots.c.label, snapshots.c.source, snapshots.c.page_size, snapshots.c.kernel,
+    snapshots.c.has_smaps, snapshots.c.regions, snapshots.c.size, snapshots.c.rss,
+    snapshots.c.pss, snapshots.c.swap, processes.c.host, processes.c.boot_id,
+    processes.c.pid, processes.c.start_ticks, processes.c.exe, processes.c.command,
+    processes.c.cmdline,
+)
+_REGION_COLUMNS = (
+    regions.c.start_addr, regions.c.end_addr, regions.c.perms, regions.c.offset,
+    regions.c.dev, regions.c.inode, paths.c.text, regions.c.deleted,
+    *(regions.c[a] for a in SIZE_ATTRS), regions.c.vm_flags, regions.c.kind,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFilter:
+    pid: int | None = None
+    name: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+
+
+def _snapshot_query() -> Select[Any]:
+    return select(*_SNAPSHOT_COLUMNS).select_from(
+        snapshots.join(processes, snapshots.c.process_id == processes.c.id)
+    )
+
+
+def _snapshot(row: Row[Any], kinds: dict[str, Totals] | None = None) -> Snapshot:
+    return Snapshot(
+        id=row.id, process_id=row.process_id, seq=row.seq, taken_at=row.taken_at,
+        identity=ProcessIdentity(row.host, row.boot_id, row.pid, row.start_ticks),
+        command=row.command, cmdline=tuple(json.loads(row.cmdline)), exe=row.exe,
+        label=row.label, page_size=row.page_size, kernel=row.kernel, source=row.source,
+        has_smaps=bool(row.has_smaps),
+        totals=Totals(row.regions, row.size, row.rss, row.pss, row.swap),
+        kinds=kinds or {},
+    )
+
+
+def name_matches(pattern: re.Pattern[str], command: str, exe: str | None,
+                 cmdline: Sequence[str]) -> bool:
+    """A process matches a name pattern by its command, program path or first argument."""
+    return any(pattern.search(text) for text in (command, exe or "", *cmdline[:1]))
+
+
+def list_snapshots(conn: Connection, flt: SnapshotFilter) -> list[Snapshot]:
+    """Snapshots matching the filter, newest first."""
+    query = _snapshot_query().order_by(snapshots.c.taken_at.desc(), snapshots.c.id.desc())
+    if flt.pid is not None:
+        query = query.where(processes.c.pid == flt.pid)
+    if flt.since is not None:
+        query = query.where(snapshots.c.taken_at >= flt.since)
+    if flt.until is not None:
+        query = query.where(snapshots.c.taken_at <= flt.until)
+    pattern = re.compile(flt.name) if flt.name is not None else None
+    if flt.limit is not None and pattern is None:
+        query = query.limit(flt.limit)
+    found = []
+    for row in conn.execute(query):
+        snap = _snapshot(row)
+        if pattern is not None and not name_matches(pattern, snap.command, snap.exe,
+                                                    snap.cmdline):
+            continue
+        found.append(snap)
+        if flt.limit is not None and len(found) >= flt.limit:
+            break
+    return found
+
+
+def kind_totals(conn: Connection, snapshot_id: int) -> dict[str, Totals]:
+    rows = conn.execute(select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id ==
+                                                     snapshot_id))
+    return {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap) for r in rows}
+
+
+def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
+    row = conn.execute(_snapshot_query().where(snapshots.c.id == snapshot_id)).first()
+    if row is None:
+        raise NotFoundError(f"no snapshot {snapshot_id}")
+    return _snapshot(row, kind_totals(conn, snapshot_id))
+
+
+def _region(row: Row[Any]) -> Region:
+    return Region(*row)
+
+
+def _alive_at(seq: int) -> Any:
+    return and_(regions.c.first_seq <= seq,
+                or_(regions.c.last_seq.is_(None), regions.c.last_seq >= seq))
+
+
+def _region_query() -> Select[Any]:
+    return select(*_REGION_COLUMNS).select_from(
+        regions.outerjoin(paths, regions.c.path_id == paths.c.id)
+    )
+
+
+def layout(conn: Connection, snap: Snapshot) -> list[Region]:
+    """Every region of a snapshot, in ascending address order."""
+    query = (_region_query()
+             .where(regions.c.process_id == snap.process_id, _alive_at(snap.seq))
+             .order_by(regions.c.start_addr))
+    return [_region(row) for row in conn.execute(query)]
+
+
+def changed_regions(conn: Connection, a: Snapshot, b: Snapshot
+                    ) -> tuple[list[Region], list[Region]]:
+    """For two snapshots of one process (a before b): the regions of a that are gone by
+    b, and the regions of b that a did not have. Unchanged rows are never read."""
+    assert a.process_id == b.process_id and a.seq <= b.seq
+    gone = (_region_query()
+            .where(regions.c.process_id == a.process_id, regions.c.last_seq >= a.seq,
+                   regions.c.last_seq < b.seq, regions.c.first_seq <= a.seq)
+            .order_by(regions.c.start_addr))
+    came = (_region_query()
+            .where(regions.c.process_id == a.process_id, regions.c.first_seq > a.seq,
+                   regions.c.first_seq <= b.seq,
+                   or_(regions.c.last_seq.is_(None), regions.c.last_seq >= b.seq))
+            .order_by(regions.c.start_addr))
+    return ([_region(r) for r in conn.execute(gone)], [_region(r) for r in conn.execute(came)])
+
+
+def paths_alive_at_both(conn: Connection, a: Snapshot, b: Snapshot,
+                        candidates: set[str]) -> set[str]:
+    """Which of `candidates` have a region unchanged from a to b (so exist at both)."""
+    if not candidates:
+        return set()
+    query = (select(paths.c.text).distinct()
+             .select_from(regions.join(paths, regions.c.path_id == paths.c.id))
+             .where(regions.c.process_id == a.process_id, regions.c.first_seq <= a.seq,
+                    or_(regions.c.last_seq.is_(None), regions.c.last_seq >= b.seq),
+                    paths.c.text.in_(sorted(candidates))))
+    return {row.text for row in conn.execute(query)}
+
+
+def snapshot_at(conn: Connection, when: datetime, pid: int | None = None,
+                name: str | None = None) -> Snapshot:
+    """The latest snapshot taken at or before `when`, of the process selected."""
+    candidates = list_snapshots(conn, SnapshotFilter(pid=pid, name=name, until=when))
+    if not candidates:
+        who = f" of pid {pid}" if pid is not None else f" matching {name!r}" if name else ""
+        raise NotFoundError(f"nothing recorded{who} at or before {when.isoformat()}")
+    processes_seen = {s.process_id: s for s in candidates}
+    if len(processes_seen) > 1:
+        names = ", ".join(f"{s.pid} ({s.command})" for s in
+                          sorted(processes_seen.values(), key=lambda s: s.pid)[:10])
+        more = "" if len(processes_seen) <= 10 else f" and {len(processes_seen) - 10} more"
+        raise NotFoundError(
+            f"several processes were recorded by then: {names}{more}; choose one with "
+            "--pid or --name"
+        )
+    return get_snapshot(conn, candidates[0].id)
+
+
+def process_snapshots(conn: Connection, pid: int, since: datetime | None = None,
+                      until: datetime | None = None) -> list[Snapshot]:
+    """Every snapshot of processes with this pid, oldest first, with kind totals."""
+    snaps = list_snapshots(conn, SnapshotFilter(pid=pid, since=since, until=until))
+    snaps.reverse()
+    return [Snapshot(**{**_fields(s), "kinds": kind_totals(conn, s.id)}) for s in snaps]
+
+
+def _fields(s: Snapshot) -> dict[str, Any]:
+    return {f: getattr(s, f) for f in Snapshot.__dataclass_fields__}

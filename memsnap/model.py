@@ -1,0 +1,144 @@
+"""The plain values that flow between memsnap's modules: mappings, regions, snapshots.
+
+Every value here is a frozen dataclass: the parser produces `Mapping`s, the classifier
+names a kind for each, the store hands back `Region`s and `Snapshot`s. No module outside
+`memsnap.store` ever sees an ORM object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# The smaps fields memsnap keeps, as (attribute, smaps key). Sizes are bytes; a field the
+# kernel did not print (old kernels, --no-smaps, a maps text) is None, never 0.
+SMAPS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("rss", "Rss"),
+    ("pss", "Pss"),
+    ("shared_clean", "Shared_Clean"),
+    ("shared_dirty", "Shared_Dirty"),
+    ("private_clean", "Private_Clean"),
+    ("private_dirty", "Private_Dirty"),
+    ("referenced", "Referenced"),
+    ("anonymous", "Anonymous"),
+    ("anon_huge", "AnonHugePages"),
+    ("swap", "Swap"),
+    ("swap_pss", "SwapPss"),
+    ("locked", "Locked"),
+)
+SIZE_ATTRS: tuple[str, ...] = tuple(attr for attr, _ in SMAPS_FIELDS)
+
+KINDS: tuple[str, ...] = (
+    "text",
+    "rodata",
+    "data",
+    "bss",
+    "lib-text",
+    "lib-rodata",
+    "lib-data",
+    "lib-bss",
+    "heap",
+    "stack",
+    "thread-stack",
+    "anon",
+    "shmem",
+    "file",
+    "guard",
+    "vdso",
+    "vvar",
+    "vsyscall",
+    "other",
+    "gap",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """One line of /proc/PID/maps, with its smaps block's sizes when there was one."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    dev: str
+    inode: int
+    path: str | None
+    deleted: bool = False
+    rss: int | None = None
+    pss: int | None = None
+    shared_clean: int | None = None
+    shared_dirty: int | None = None
+    private_clean: int | None = None
+    private_dirty: int | None = None
+    referenced: int | None = None
+    anonymous: int | None = None
+    anon_huge: int | None = None
+    swap: int | None = None
+    swap_pss: int | None = None
+    locked: int | None = None
+    vm_flags: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def executable(self) -> bool:
+        return "x" in self.perms
+
+
+@dataclass(frozen=True, slots=True)
+class Region(Mapping):
+    """A classified mapping: a `Mapping` with the kind memsnap gave it."""
+
+    kind: str = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Sums over a set of regions; rss/pss/swap are None when smaps was not read."""
+
+    regions: int = 0
+    size: int = 0
+    rss: int | None = None
+    pss: int | None = None
+    swap: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    """What makes a process unique over time: pids are reused, this tuple is not."""
+
+    host: str
+    boot_id: str | None
+    pid: int
+    start_ticks: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One recorded snapshot, as the history hands it out."""
+
+    id: int
+    process_id: int
+    seq: int
+    taken_at: datetime
+    identity: ProcessIdentity
+    command: str
+    cmdline: tuple[str, ...]
+    exe: str | None
+    label: str | None
+    page_size: int
+    kernel: str | None
+    source: str
+    has_smaps: bool
+    totals: Totals
+    kinds: dict[str, Totals] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.identity.pid
+
+    @property
+    def host(self) -> str:
+        return self.identity.host

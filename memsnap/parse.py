@@ -1,0 +1,148 @@
+"""Parsing /proc/PID/maps and /proc/PID/smaps text into `Mapping`s: pure, no I/O.
+
+The kernel prints one header line per mapping::
+
+    start-end perms offset major:minor inode [padding path]
+
+and, in smaps, a block of `Key: value [kB]` lines after each header. What this module
+promises:
+
+- every field of the header is kept: addresses of any width (8 digits on 32-bit, 16 for
+  `[vsyscall]`), device majors of three hex digits, inodes above 2**32;
+- the path is everything after the inode with the padding stripped; the kernel's `\\012`
+  escape is turned back into a newline, and a trailing ` (deleted)` becomes a flag (the
+  suffix is not part of the name, but the fact matters: a process still running a
+  deleted library is what operators look for after an upgrade);
+- smaps blocks may carry unknown keys, miss keys (old kernels have no `Pss`), have an
+  empty `VmFlags:` or tabs in the padding: known sizes are kept in bytes, unknown keys
+  are skipped, a missing size stays None;
+- anything else raises `ParseError` naming the 1-based line number and its text.
+
+Header lines are told from smaps field lines by their first token: a field's ends in a
+colon, a header's is an address range.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from memsnap.errors import ParseError
+from memsnap.model import SMAPS_FIELDS, Mapping
+
+_HEADER = re.compile(
+    r"([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) ([r-][w-][x-][ps]) ([0-9a-fA-F]{1,16}) "
+    r"([0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,8}) +([0-9]{1,20})(?:[ \t]+(.*))?"
+)
+_DELETED = " (deleted)"
+_KEY_TO_ATTR: dict[str, str] = {key: attr for attr, key in SMAPS_FIELDS}
+_MAX_ADDRESS = 2**64
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The mappings of one maps or smaps text, in the order they were printed."""
+
+    mappings: list[Mapping]
+    has_smaps: bool
+
+
+def decode_path(raw: str | None) -> tuple[str | None, bool]:
+    """Turn the text after the inode into (path, deleted): suffix off, escapes undone."""
+    if not raw:
+        return None, False
+    deleted = raw.endswith(_DELETED)
+    if deleted:
+        raw = raw[: -len(_DELETED)]
+    if "\\012" in raw:
+        raw = raw.replace("\\012", "\n")
+    return raw, deleted
+
+
+def encode_path(path: str | None, deleted: bool) -> str:
+    """The inverse of `decode_path`: the path as the kernel prints it in maps."""
+    if path is None:
+        return ""
+    text = path.replace("\n", "\\012")
+    return text + _DELETED if deleted else text
+
+
+def format_header(m: Mapping) -> str:
+    """A mapping's maps line, as the kernel would print it (64-bit layout)."""
+    head = (
+        f"{m.start:08x}-{m.end:08x} {m.perms} {m.offset:08x} {m.dev} {m.inode}"
+    )
+    path = encode_path(m.path, m.deleted)
+    if not path:
+        return head + " "
+    return head.ljust(73) + path
+
+
+def _header_fields(line: str, lineno: int) -> dict[str, object]:
+    match = _HEADER.fullmatch(line)
+    if match is None:
+        raise ParseError(lineno, line, "not a maps line")
+    start_s, end_s, perms, offset_s, dev, inode_s, raw_path = match.groups()
+    start, end = int(start_s, 16), int(end_s, 16)
+    inode = int(inode_s)
+    if end < start:
+        raise ParseError(lineno, line, "mapping ends before it starts")
+    if inode >= _MAX_ADDRESS:
+        raise ParseError(lineno, line, "inode out of range")
+    # The padding the kernel adds before the path is whitespace; a name that ends in
+    # spaces keeps them, but a line that is only padding has no path.
+    if raw_path is not None and not raw_path.strip():
+        raw_path = None
+    path, deleted = decode_path(raw_path)
+    return {
+        "start": start,
+        "end": end,
+        "perms": perms,
+        "offset": int(offset_s, 16),
+        "dev": dev.lower(),
+        "inode": inode,
+        "path": path,
+        "deleted": deleted,
+    }
+
+
+def _size_bytes(value: str, line: str, lineno: int) -> int:
+    number, _, unit = value.strip().partition(" ")
+    if not number.isdigit() or unit.strip() not in ("kB", ""):
+        raise ParseError(lineno, line, "not a size in kB")
+    return int(number) * 1024
+
+
+def parse_lines(lines: Iterable[str]) -> Parsed:
+    """Parse the lines of a maps or smaps text (without their newlines)."""
+    mappings: list[Mapping] = []
+    current: dict[str, object] | None = None
+    has_smaps = False
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        first = line.split(None, 1)[0]
+        if first.endswith(":"):
+            if current is None:
+                raise ParseError(lineno, line, "smaps field before any mapping")
+            has_smaps = True
+            key = first[:-1]
+            value = line[len(line) - len(line.lstrip()) + len(first) :]
+            attr = _KEY_TO_ATTR.get(key)
+            if attr is not None:
+                current[attr] = _size_bytes(value, line, lineno)
+            elif key == "VmFlags":
+                current["vm_flags"] = value.strip()
+            continue
+        if current is not None:
+            mappings.append(Mapping(**current))  # type: ignore[arg-type]
+        current = _header_fields(line, lineno)
+    if current is not None:
+        mappings.append(Mapping(**current))  # type: ignore[arg-type]
+    return Parsed(mappings, has_smaps)
+
+
+def parse_text(text: str) -> Parsed:
+    """Parse a whole maps or smaps text; smaps when any field line is present."""
+    return parse_lines(text.split("\n"))

@@ -1,0 +1,188 @@
+"""Everything memsnap reads from /proc, and nothing else does.
+
+Each file is read with a single `read()` of the whole file: the kernel only promises that
+the text of one read call is consistent. OS errors become `ProcessError`s that name the
+pid and say what to do (one place: `_translate`), so callers never see an errno.
+
+The proc root is a parameter (default `/proc`) so tests and containers can point it
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from memsnap.errors import ProcessError
+from memsnap.model import ProcessIdentity
+
+DEFAULT_PROC = "/proc"
+_DELETED = " (deleted)"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """Who a process is: identity, names and the machine facts a snapshot carries."""
+
+    identity: ProcessIdentity
+    command: str
+    cmdline: tuple[str, ...]
+    exe: str | None
+    page_size: int
+    kernel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """The raw text of one read of a process's map, with what classifying needs."""
+
+    info: ProcessInfo
+    text: str
+    has_smaps: bool
+    thread_stack_pointers: tuple[int, ...]
+
+
+def read_file(path: str | Path) -> str:
+    """One `read()` of a whole /proc file, decoded without ever failing on odd bytes."""
+    with open(path, "rb", buffering=0) as f:
+        chunks = []
+        # A single read of a large enough buffer: seq_file fills it in one go as long as
+        # it fits, which keeps the text consistent; loop only for what did not fit.
+        size = 1 << 20
+        while True:
+            chunk = f.read(size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size = max(size, len(chunk) * 2)
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
+
+
+@contextlib.contextmanager
+def _translate(pid: int) -> Iterator[None]:
+    try:
+        yield
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessError(f"pid {pid}: no such process") from None
+    except PermissionError:
+        raise ProcessError(
+            f"pid {pid}: permission denied (reading another user's process needs root "
+            "or ptrace rights)"
+        ) from None
+    except OSError as exc:
+        # ESRCH shows up as a plain OSError when the process dies mid-read.
+        if exc.errno == 3:
+            raise ProcessError(f"pid {pid}: no such process") from None
+        raise ProcessError(f"pid {pid}: cannot read: {exc.strerror or exc}") from None
+
+
+class Proc:
+    """Reads one proc root; every method takes the pid it is about."""
+
+    def __init__(self, root: str = DEFAULT_PROC) -> None:
+        self.root = Path(root)
+
+    def pid_dir(self, pid: int) -> Path:
+        return self.root / str(pid)
+
+    def boot_id(self) -> str | None:
+        try:
+            return read_file(self.root / "sys/kernel/random/boot_id").strip() or None
+        except OSError:
+            return None
+
+    def start_ticks(self, pid: int) -> int:
+        """Field 22 of stat: start time in clock ticks since boot (the comm may hold
+        spaces and parentheses, so fields are counted after its last ')')."""
+        with _translate(pid):
+            stat = read_file(self.pid_dir(pid) / "stat")
+        tail = stat.rsplit(")", 1)[-1].split()
+        # tail[0] is field 3 (state), so field 22 is tail[19].
+        return int(tail[19])
+
+    def state(self, pid: int) -> str:
+        with _translate(pid):
+            stat = read_file(self.pid_dir(pid) / "stat")
+        return stat.rsplit(")", 1)[-1].split()[0]
+
+    def exe(self, pid: int) -> str | None:
+        """The program's path, without the ` (deleted)` the kernel appends."""
+        try:
+            target = os.readlink(self.pid_dir(pid) / "exe")
+        except OSError:
+            return None
+        return target[: -len(_DELETED)] if target.endswith(_DELETED) else target
+
+    def info(self, pid: int) -> ProcessInfo:
+        with _translate(pid):
+            comm = read_file(self.pid_dir(pid) / "comm").rstrip("\n")
+            raw_cmdline = read_file(self.pid_dir(pid) / "cmdline")
+        cmdline = tuple(raw_cmdline.split("\0")[:-1]) if raw_cmdline else ()
+        identity = ProcessIdentity(
+            host=socket.gethostname(),
+            boot_id=self.boot_id(),
+            pid=pid,
+            start_ticks=self.start_ticks(pid),
+        )
+        return ProcessInfo(
+            identity=identity,
+            command=comm,
+            cmdline=cmdline,
+            exe=self.exe(pid),
+            page_size=os.sysconf("SC_PAGE_SIZE"),
+            kernel=os.uname().release,
+        )
+
+    def thread_stack_pointers(self, pid: int) -> tuple[int, ...]:
+        """The stack pointer of each thread but the main one, where the kernel tells it.
+
+        `/proc/PID/task/TID/syscall` ends with `sp pc` for a thread blocked in a system
+        call; a running thread says `running`, and other users' threads are unreadable:
+        those are simply left out (the classifier falls back to the guard-page rule).
+        """
+        pointers = []
+        try:
+            tids = os.listdir(self.pid_dir(pid) / "task")
+        except OSError:
+            return ()
+        for tid in tids:
+            if tid == str(pid):
+                continue
+            try:
+                fields = read_file(self.pid_dir(pid) / "task" / tid / "syscall").split()
+            except OSError:
+                continue
+            if len(fields) >= 3 and fields[-2].startswith("0x"):
+                with contextlib.suppress(ValueError):
+                    pointers.append(int(fields[-2], 16))
+        return tuple(pointers)
+
+    def capture(self, pid: int, smaps: bool = True) -> Capture:
+        """Read one consistent picture of a process's map, or raise `ProcessError`.
+
+        The start time is read before and after the map: if it changed, the pid was
+        reused in between and the text belongs to someone else.
+        """
+        info = self.info(pid)
+        with _translate(pid):
+            text = read_file(self.pid_dir(pid) / ("smaps" if smaps else "maps"))
+        if not text:
+            if self.state(pid) == "Z":
+                raise ProcessError(f"pid {pid}: zombie process: its memory is already gone")
+            raise ProcessError(f"pid {pid}: kernel thread: no user address space")
+        pointers = self.thread_stack_pointers(pid)
+        if self.start_ticks(pid) != info.identity.start_ticks:
+            raise ProcessError(f"pid {pid}: the process exited and its pid was reused")
+        return Capture(info=info, text=text, has_smaps=smaps, thread_stack_pointers=pointers)
+
+    def pids(self) -> list[int]:
+        """Every pid in the proc root, ascending."""
+        return sorted(int(name) for name in os.listdir(self.root) if name.isdigit())
+
+    def map_file(self, pid: int, start: int, end: int) -> Path:
+        """The kernel's handle on a mapped file, valid even when the file was deleted."""
+        return self.pid_dir(pid) / "map_files" / f"{start:x}-{end:x}"

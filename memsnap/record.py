@@ -1,0 +1,110 @@
+"""Taking a snapshot: read (procfs) or import a text, parse, classify, store.
+
+This is the one place the pure steps meet I/O. ELF headers for bss are read through the
+kernel's handle on each mapped object (`/proc/PID/map_files/...`, which works even for a
+deleted library), else from the path when it still names the same inode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from memsnap.classify import Threads, classify
+from memsnap.elf import LoadLayout, read_load_layout
+from memsnap.errors import MemsnapError
+from memsnap.model import Mapping, ProcessIdentity, Totals
+from memsnap.parse import parse_text
+from memsnap.procfs import Capture, Proc
+from memsnap.store.database import Database
+from memsnap.store.writer import save_snapshot, sum_totals
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `record` prints about each snapshot it stored."""
+
+    snapshot_id: int
+    pid: int
+    command: str
+    totals: Totals
+
+
+def layouts_from_files(proc: Proc | None, pid: int | None
+                       ) -> Callable[[Mapping], LoadLayout | None]:
+    """A layout source for the classifier, caching one read per object."""
+    cache: dict[tuple[str, str, int], LoadLayout | None] = {}
+
+    def layout(m: Mapping) -> LoadLayout | None:
+        assert m.path is not None
+        key = (m.path, m.dev, m.inode)
+        if key in cache:
+            return cache[key]
+        found = None
+        if proc is not None and pid is not None:
+            found = read_load_layout(proc.map_file(pid, m.start, m.end))
+        if found is None and not m.deleted and _same_inode(m.path, m.inode):
+            found = read_load_layout(m.path)
+        cache[key] = found
+        return found
+
+    return layout
+
+
+def _same_inode(path: str, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino == inode
+    except (OSError, ValueError):
+        return False
+
+
+def record_capture(db: Database, proc: Proc, capture: Capture, label: str | None,
+                   taken_at: datetime) -> Recorded:
+    parsed = parse_text(capture.text)
+    info = capture.info
+    # A running thread has no readable stack pointer; then the guard-page rule helps.
+    threads = Threads(capture.thread_stack_pointers, some_unknown=True)
+    kinds = classify(parsed.mappings, info.exe, threads,
+                     layouts_from_files(proc, info.identity.pid), info.page_size)
+    with db.writing() as conn:
+        snapshot_id = save_snapshot(
+            conn, identity=info.identity, command=info.command, cmdline=info.cmdline,
+            exe=info.exe, taken_at=taken_at, label=label, source="live",
+            page_size=info.page_size, kernel=info.kernel, has_smaps=capture.has_smaps,
+            mappings=parsed.mappings, kinds=kinds,
+        )
+    return Recorded(snapshot_id, info.identity.pid, info.command, sum_totals(parsed.mappings))
+
+
+def record_pid(db: Database, proc: Proc, pid: int, *, smaps: bool = True,
+               label: str | None = None) -> Recorded:
+    """Read and store one snapshot of a live process."""
+    taken_at = datetime.now(timezone.utc)
+    capture = proc.capture(pid, smaps=smaps)
+    return record_capture(db, proc, capture, label, taken_at)
+
+
+def record_text(db: Database, text: str, *, pid: int, label: str | None = None,
+                host: str = "(imported)", command: str | None = None,
+                page_size: int = 4096) -> Recorded:
+    """Store a saved maps or smaps text as a snapshot of `pid`."""
+    parsed = parse_text(text)
+    if not parsed.mappings:
+        raise MemsnapError("the text holds no mappings")
+    mappings = sorted(parsed.mappings, key=lambda m: m.start)
+    kinds = classify(mappings, None, Threads((), some_unknown=True),
+                     layouts_from_files(None, None), page_size)
+    program = next((m.path for m, k in zip(mappings, kinds, strict=True)
+                    if k == "text" and m.path), None)
+    name = command or (Path(program).name if program else "?")
+    with db.writing() as conn:
+        snapshot_id = save_snapshot(
+            conn, identity=ProcessIdentity(host, None, pid, None), command=name,
+            cmdline=(), exe=program, taken_at=datetime.now(timezone.utc), label=label,
+            source="file", page_size=page_size, kernel=None, has_smaps=parsed.has_smaps,
+            mappings=mappings, kinds=kinds,
+        )
+    return Recorded(snapshot_id, pid, name, sum_totals(mappings))
