@@ -1,0 +1,149 @@
+"""Shared test fixtures: databases (SQLite always, PostgreSQL when configured), the CLI,
+and a live helper process whose layout tests change on command.
+
+PostgreSQL tests run when MEMSNAP_TEST_PG_URL names a server (`.ci/run` sets it); each
+test gets a schema of its own, dropped afterwards, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from memsnap.cli import app
+from memsnap.store.database import Database, open_database
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+if not FIXTURES.is_dir():
+    FIXTURES = Path(os.environ.get("MEMSNAP_FIXTURES", "../shared/fixtures")).resolve()
+MAPS = FIXTURES / "maps"
+PEERS = FIXTURES / "peers"
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+PG_URL = os.environ.get("MEMSNAP_TEST_PG_URL")
+PG_SKIP = "PostgreSQL tests need MEMSNAP_TEST_PG_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+
+
+def fixture_text(name: str) -> str:
+    return (MAPS / name).read_text(encoding="utf-8", errors="surrogateescape")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a fresh SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "memsnap.db")
+        return
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return str(tmp_path / "memsnap.db")
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = open_database(db_url)
+    yield database
+    database.close()
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class Cli:
+    """Runs memsnap's CLI in-process against one database, with a fixed width."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None) -> Result:
+        result = self.runner.invoke(app, ["--db", self.url, *args], input=input,
+                                    env={"COLUMNS": "200", "NO_COLOR": "1"})
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def cli(db_url: str) -> Cli:
+    return Cli(db_url)
+
+
+@pytest.fixture
+def sqlite_cli(sqlite_url: str) -> Cli:
+    return Cli(sqlite_url)
+
+
+@pytest.fixture(scope="session")
+def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("live-process tests build a small C helper and need a C compiler (cc)")
+    out = tmp_path_factory.mktemp("helper") / "target"
+    subprocess.run([cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "target.c"),
+                    "-ldl", "-lpthread"], check=True)
+    return out
+
+
+class Target:
+    """A live helper process; `send` performs one layout change and returns its answer."""
+
+    def __init__(self, binary: Path) -> None:
+        self.proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline().split()
+        assert ready[0] == "ready", ready
+        self.pid = int(ready[1])
+
+    def send(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        assert answer.startswith("ok"), f"{command}: {answer}"
+        return answer[3:]
+
+    def address(self, command: str) -> int:
+        return int(self.send(command), 16)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def target(target_binary: Path) -> Iterator[Target]:
+    t = Target(target_binary)
+    yield t
+    t.stop()

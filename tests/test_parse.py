@@ -1,0 +1,125 @@
+"""The parser on real captures from other machines and on hand-made corner cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import MAPS, fixture_text
+from memsnap.errors import ParseError
+from memsnap.parse import format_header, parse_text
+
+CAPTURES = sorted(p.name for p in MAPS.glob("*.txt"))
+
+
+def header_lines(text: str) -> list[str]:
+    return [line for line in text.split("\n")
+            if line.strip() and not line.split(None, 1)[0].endswith(":")]
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_every_capture_parses_one_mapping_per_header_line(name: str) -> None:
+    text = fixture_text(name)
+    parsed = parse_text(text)
+    headers = header_lines(text)
+    assert len(parsed.mappings) == len(headers)
+    for line, m in zip(headers, parsed.mappings, strict=True):
+        start, end = line.split()[0].split("-")
+        assert (m.start, m.end) == (int(start, 16), int(end, 16))
+        assert m.perms == line.split()[1]
+        assert m.inode == int(line.split()[4])
+    assert parsed.has_smaps == ("smaps" in name)
+
+
+def test_kernel_lines_round_trip_byte_for_byte() -> None:
+    # The local captures are the kernel's own output: printing a parsed line back must
+    # give the same text, path escapes and ` (deleted)` included.
+    for name in ("local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt",
+                 "local-linux6.18-x86_64-python-thp-hugepage-maps.txt"):
+        lines = [ln for ln in fixture_text(name).split("\n") if ln]
+        for line, m in zip(lines, parse_text("\n".join(lines)).mappings, strict=True):
+            assert format_header(m) == line
+
+
+def test_path_escape_deleted_flag_and_spaces() -> None:
+    m = parse_text(fixture_text(
+        "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
+    )).mappings
+    by_start = {x.start: x for x in m}
+    weird = by_start[0x7FDE873B5000]
+    assert weird.path == "/var/tmp/demo/we ird\nname.bin" and not weird.deleted
+    gone = by_start[0x7FDE873B1000]
+    assert gone.path == "/var/tmp/demo/gone.bin" and gone.deleted
+    sysv = by_start[0x7FDE8699B000]
+    assert sysv.path == "/SYSV00000000" and sysv.deleted and sysv.dev == "00:01"
+    vsyscall = m[-1]
+    assert vsyscall.start == 0xFFFFFFFFFF600000 and vsyscall.path == "[vsyscall]"
+
+
+def test_every_field_lands_in_its_own_place() -> None:
+    # Every field differs, so a swapped field cannot pass.
+    line = "7f0011223000-7f0011245000 r-xs 000a1000 103:0f 987654321   /opt/a b/lib.so (deleted)"
+    (m,) = parse_text(line).mappings
+    assert (m.start, m.end, m.perms, m.offset, m.dev, m.inode, m.path, m.deleted) == (
+        0x7F0011223000, 0x7F0011245000, "r-xs", 0xA1000, "103:0f", 987654321,
+        "/opt/a b/lib.so", True)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("[anon:dalvik-main space (region space)]", "[anon:dalvik-main space (region space)]"),
+     ("[anon_shmem:pool]", "[anon_shmem:pool]"), ("[stack:1234]", "[stack:1234]"),
+     ("[vvar_vclock]", "[vvar_vclock]"), ("[uprobes]", "[uprobes]")],
+)
+def test_pseudo_paths_keep_their_brackets(path: str, expected: str) -> None:
+    (m,) = parse_text(f"00400000-00401000 rw-p 00000000 00:00 0   {path}").mappings
+    assert m.path == expected
+
+
+def test_32bit_and_large_inode_and_anonymous_offsets() -> None:
+    m = parse_text(fixture_text("hs_err-jvm7-i386-32bit-jboss-2441-maps.txt")).mappings
+    assert all(x.end <= 2**32 for x in m)
+    big = parse_text(fixture_text("rust-minidump-linux-mini-docker-large-inode-maps.txt")).mappings
+    assert max(x.inode for x in big) == 8612374361
+    arc = parse_text(fixture_text("arc-readonly-fs-android-adbd-armv7-oldkernel-maps.txt")).mappings
+    anon = [x for x in arc if x.path is None]
+    assert any(x.offset == x.start for x in anon)  # old kernels: offset = address
+
+
+def test_smaps_sizes_in_bytes_and_missing_fields_stay_none() -> None:
+    hik = parse_text(fixture_text("hikvision-arm-uclibc-oldkernel-init-no-pss-smaps.txt"))
+    first = hik.mappings[0]
+    assert first.rss == 48 * 1024 and first.shared_clean == 32 * 1024
+    assert first.private_clean == 16 * 1024
+    assert first.pss is None and first.swap is None and first.vm_flags is None
+    tabs = parse_text(fixture_text("isatispro-mm-raspbian-armv7-nfs-thpeligible-tabs-smaps.txt"))
+    assert all(m.rss is not None for m in tabs.mappings)
+    prom = parse_text(fixture_text("prometheus-procfs-go-alertmanager-smaps-x86_64.txt"))
+    assert sum(m.swap or 0 for m in prom.mappings) > 0
+
+
+def test_empty_vmflags_and_unknown_keys() -> None:
+    text = ("00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus\n"
+            "Size:                328 kB\nRss:                  48 kB\nFutureField:  7 kB\n"
+            "ProtectionKey:         0\nVmFlags:\n")
+    (m,) = parse_text(text).mappings
+    assert m.rss == 48 * 1024 and m.vm_flags == "" and m.pss is None
+
+
+def test_empty_maps_is_no_mappings() -> None:
+    assert parse_text(fixture_text("zteorange-router-kthreadd-pid2-empty-maps.txt")).mappings == []
+
+
+@pytest.mark.parametrize(
+    ("text", "lineno"),
+    [("00400000-00401000 r-xp 00000000 08:02 1 /bin/x\ngarbage here\n", 2),
+     ("00400000 r-xp 00000000 08:02 1 /bin/x\n", 1),
+     ("Rss: 4 kB\n", 1),
+     ("00400000-00401000 r-xp 00000000 08:02 1 /bin/x\nRss: many kB\n", 2),
+     ("00401000-00400000 r-xp 00000000 08:02 1 /bin/x\n", 1),
+     ("00400000-00401000 rxxp 00000000 08:02 1 /bin/x\n", 1)],
+)
+def test_malformed_lines_name_their_number(text: str, lineno: int) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_text(text)
+    assert info.value.lineno == lineno
+    assert f"line {lineno}:" in str(info.value)
