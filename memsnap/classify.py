@@ -149,8 +149,7 @@ def classify(
             continue
         if m.perms.endswith("s"):
             kinds[i] = "shmem"
-        elif m.perms == "rw-p" and (bss := _bss_kind(m, bss_ranges, range_starts,
-                                                      fallback_starts)):
+        elif m.perms == "rw-p" and (bss := _bss_kind(m, bss_ranges, range_starts, fallback_starts)):
             kinds[i] = bss
         elif _holds_pointer(m, stack_pointers) or (
             threads.some_unknown and _above_guard(mappings, i)
@@ -199,9 +198,9 @@ def _bss_kind(
         start, end, kind = ranges[pos]
         if start <= m.start and m.end <= end:
             return kind
-    kind = fallback_starts.get(m.start)
-    if kind is not None and m.size <= FALLBACK_BSS_LIMIT:
-        return kind
+    fallback = fallback_starts.get(m.start)
+    if fallback is not None and m.size <= FALLBACK_BSS_LIMIT:
+        return fallback
     return None
 
 

@@ -62,25 +62,37 @@ def parse_load_layout(header: bytes) -> LoadLayout | None:
         return None
     end = "<" if data == 1 else ">"
     if elf_class == 2:
-        phoff, = struct.unpack_from(end + "Q", header, 32)
+        (phoff,) = struct.unpack_from(end + "Q", header, 32)
         phentsize, phnum = struct.unpack_from(end + "HH", header, 54)
-        fmt, fields = end + "IIQQQQQQ", ("type", "flags", "offset", "vaddr", "paddr",
-                                        "filesz", "memsz", "align")
+        fmt, fields = (
+            end + "IIQQQQQQ",
+            ("type", "flags", "offset", "vaddr", "paddr", "filesz", "memsz", "align"),
+        )
     else:
-        phoff, = struct.unpack_from(end + "I", header, 28)
+        (phoff,) = struct.unpack_from(end + "I", header, 28)
         phentsize, phnum = struct.unpack_from(end + "HH", header, 42)
-        fmt, fields = end + "IIIIIIII", ("type", "offset", "vaddr", "paddr", "filesz",
-                                        "memsz", "flags", "align")
+        fmt, fields = (
+            end + "IIIIIIII",
+            ("type", "offset", "vaddr", "paddr", "filesz", "memsz", "flags", "align"),
+        )
     size = struct.calcsize(fmt)
     if phentsize < size or phoff + phnum * phentsize > len(header):
         return None
     segments = []
     for i in range(phnum):
-        values = dict(zip(fields, struct.unpack_from(fmt, header, phoff + i * phentsize),
-                          strict=True))
+        values = dict(
+            zip(fields, struct.unpack_from(fmt, header, phoff + i * phentsize), strict=True)
+        )
         if values["type"] == _PT_LOAD:
-            segments.append(Segment(values["vaddr"], values["filesz"], values["memsz"],
-                                    values["flags"], values["align"]))
+            segments.append(
+                Segment(
+                    values["vaddr"],
+                    values["filesz"],
+                    values["memsz"],
+                    values["flags"],
+                    values["align"],
+                )
+            )
     return LoadLayout(tuple(segments))
 
 

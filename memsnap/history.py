@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Row, Select, and_, or_, select
 
@@ -23,17 +23,40 @@ from memsnap.model import SIZE_ATTRS, ProcessIdentity, Region, Snapshot, Totals
 from memsnap.store.schema import paths, processes, regions, snapshot_kinds, snapshots
 
 _SNAPSHOT_COLUMNS = (
-    snapshots.c.id, snapshots.c.process_id, snapshots.c.seq, snapshots.c.taken_at,
-    snapshots.c.label, snapshots.c.source, snapshots.c.page_size, snapshots.c.kernel,
-    snapshots.c.has_smaps, snapshots.c.regions, snapshots.c.size, snapshots.c.rss,
-    snapshots.c.pss, snapshots.c.swap, processes.c.host, processes.c.boot_id,
-    processes.c.pid, processes.c.start_ticks, processes.c.exe, processes.c.command,
+    snapshots.c.id,
+    snapshots.c.process_id,
+    snapshots.c.seq,
+    snapshots.c.taken_at,
+    snapshots.c.label,
+    snapshots.c.source,
+    snapshots.c.page_size,
+    snapshots.c.kernel,
+    snapshots.c.has_smaps,
+    snapshots.c.regions,
+    snapshots.c.size,
+    snapshots.c.rss,
+    snapshots.c.pss,
+    snapshots.c.swap,
+    processes.c.host,
+    processes.c.boot_id,
+    processes.c.pid,
+    processes.c.start_ticks,
+    processes.c.exe,
+    processes.c.command,
     processes.c.cmdline,
 )
 _REGION_COLUMNS = (
-    regions.c.start_addr, regions.c.end_addr, regions.c.perms, regions.c.offset,
-    regions.c.dev, regions.c.inode, paths.c.text, regions.c.deleted,
-    *(regions.c[a] for a in SIZE_ATTRS), regions.c.vm_flags, regions.c.kind,
+    regions.c.start_addr,
+    regions.c.end_addr,
+    regions.c.perms,
+    regions.c.offset,
+    regions.c.dev,
+    regions.c.inode,
+    paths.c.text,
+    regions.c.deleted,
+    *(regions.c[a] for a in SIZE_ATTRS),
+    regions.c.vm_flags,
+    regions.c.kind,
 )
 
 
@@ -54,18 +77,27 @@ def _snapshot_query() -> Select[Any]:
 
 def _snapshot(row: Row[Any], kinds: dict[str, Totals] | None = None) -> Snapshot:
     return Snapshot(
-        id=row.id, process_id=row.process_id, seq=row.seq, taken_at=row.taken_at,
+        id=row.id,
+        process_id=row.process_id,
+        seq=row.seq,
+        taken_at=row.taken_at,
         identity=ProcessIdentity(row.host, row.boot_id, row.pid, row.start_ticks),
-        command=row.command, cmdline=tuple(json.loads(row.cmdline)), exe=row.exe,
-        label=row.label, page_size=row.page_size, kernel=row.kernel, source=row.source,
+        command=row.command,
+        cmdline=tuple(json.loads(row.cmdline)),
+        exe=row.exe,
+        label=row.label,
+        page_size=row.page_size,
+        kernel=row.kernel,
+        source=row.source,
         has_smaps=bool(row.has_smaps),
         totals=Totals(row.regions, row.size, row.rss, row.pss, row.swap),
         kinds=kinds or {},
     )
 
 
-def name_matches(pattern: re.Pattern[str], command: str, exe: str | None,
-                 cmdline: Sequence[str]) -> bool:
+def name_matches(
+    pattern: re.Pattern[str], command: str, exe: str | None, cmdline: Sequence[str]
+) -> bool:
     """A process matches a name pattern by its command, program path or first argument."""
     return any(pattern.search(text) for text in (command, exe or "", *cmdline[:1]))
 
@@ -85,8 +117,7 @@ def list_snapshots(conn: Connection, flt: SnapshotFilter) -> list[Snapshot]:
     found = []
     for row in conn.execute(query):
         snap = _snapshot(row)
-        if pattern is not None and not name_matches(pattern, snap.command, snap.exe,
-                                                    snap.cmdline):
+        if pattern is not None and not name_matches(pattern, snap.command, snap.exe, snap.cmdline):
             continue
         found.append(snap)
         if flt.limit is not None and len(found) >= flt.limit:
@@ -95,8 +126,7 @@ def list_snapshots(conn: Connection, flt: SnapshotFilter) -> list[Snapshot]:
 
 
 def kind_totals(conn: Connection, snapshot_id: int) -> dict[str, Totals]:
-    rows = conn.execute(select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id ==
-                                                     snapshot_id))
+    rows = conn.execute(select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == snapshot_id))
     return {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap) for r in rows}
 
 
@@ -107,13 +137,18 @@ def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
     return _snapshot(row, kind_totals(conn, snapshot_id))
 
 
+# Region's fields are in _REGION_COLUMNS' order: build it positionally, the fast way.
+_new_region = cast(Callable[..., Region], Region)
+
+
 def _region(row: Row[Any]) -> Region:
-    return Region(*row)
+    return _new_region(*row)
 
 
 def _alive_at(seq: int) -> Any:
-    return and_(regions.c.first_seq <= seq,
-                or_(regions.c.last_seq.is_(None), regions.c.last_seq >= seq))
+    return and_(
+        regions.c.first_seq <= seq, or_(regions.c.last_seq.is_(None), regions.c.last_seq >= seq)
+    )
 
 
 def _region_query() -> Select[Any]:
@@ -124,53 +159,79 @@ def _region_query() -> Select[Any]:
 
 def layout(conn: Connection, snap: Snapshot) -> list[Region]:
     """Every region of a snapshot, in ascending address order."""
-    query = (_region_query()
-             .where(regions.c.process_id == snap.process_id, _alive_at(snap.seq))
-             .order_by(regions.c.start_addr))
+    query = (
+        _region_query()
+        .where(regions.c.process_id == snap.process_id, _alive_at(snap.seq))
+        .order_by(regions.c.start_addr)
+    )
     return [_region(row) for row in conn.execute(query)]
 
 
-def changed_regions(conn: Connection, a: Snapshot, b: Snapshot
-                    ) -> tuple[list[Region], list[Region]]:
+def changed_regions(
+    conn: Connection, a: Snapshot, b: Snapshot
+) -> tuple[list[Region], list[Region]]:
     """For two snapshots of one process (a before b): the regions of a that are gone by
     b, and the regions of b that a did not have. Unchanged rows are never read."""
     assert a.process_id == b.process_id and a.seq <= b.seq
-    gone = (_region_query()
-            .where(regions.c.process_id == a.process_id, regions.c.last_seq >= a.seq,
-                   regions.c.last_seq < b.seq, regions.c.first_seq <= a.seq)
-            .order_by(regions.c.start_addr))
-    came = (_region_query()
-            .where(regions.c.process_id == a.process_id, regions.c.first_seq > a.seq,
-                   regions.c.first_seq <= b.seq,
-                   or_(regions.c.last_seq.is_(None), regions.c.last_seq >= b.seq))
-            .order_by(regions.c.start_addr))
+    gone = (
+        _region_query()
+        .where(
+            regions.c.process_id == a.process_id,
+            regions.c.last_seq >= a.seq,
+            regions.c.last_seq < b.seq,
+            regions.c.first_seq <= a.seq,
+        )
+        .order_by(regions.c.start_addr)
+    )
+    came = (
+        _region_query()
+        .where(
+            regions.c.process_id == a.process_id,
+            regions.c.first_seq > a.seq,
+            regions.c.first_seq <= b.seq,
+            or_(regions.c.last_seq.is_(None), regions.c.last_seq >= b.seq),
+        )
+        .order_by(regions.c.start_addr)
+    )
     return ([_region(r) for r in conn.execute(gone)], [_region(r) for r in conn.execute(came)])
 
 
-def paths_alive_at_both(conn: Connection, a: Snapshot, b: Snapshot,
-                        candidates: set[str]) -> set[str]:
+def paths_alive_at_both(
+    conn: Connection, a: Snapshot, b: Snapshot, candidates: set[str]
+) -> set[str]:
     """Which of `candidates` have a region unchanged from a to b (so exist at both)."""
     if not candidates:
         return set()
-    query = (select(paths.c.text).distinct()
-             .select_from(regions.join(paths, regions.c.path_id == paths.c.id))
-             .where(regions.c.process_id == a.process_id, regions.c.first_seq <= a.seq,
-                    or_(regions.c.last_seq.is_(None), regions.c.last_seq >= b.seq),
-                    paths.c.text.in_(sorted(candidates))))
+    query = (
+        select(paths.c.text)
+        .distinct()
+        .select_from(regions.join(paths, regions.c.path_id == paths.c.id))
+        .where(
+            regions.c.process_id == a.process_id,
+            regions.c.first_seq <= a.seq,
+            or_(regions.c.last_seq.is_(None), regions.c.last_seq >= b.seq),
+            paths.c.text.in_(sorted(candidates)),
+        )
+    )
     return {row.text for row in conn.execute(query)}
 
 
-def snapshot_at(conn: Connection, when: datetime, pid: int | None = None,
-                name: str | None = None) -> Snapshot:
+def snapshot_at(
+    conn: Connection, when: datetime, pid: int | None = None, name: str | None = None
+) -> Snapshot:
     """The latest snapshot taken at or before `when`, of the process selected."""
     candidates = list_snapshots(conn, SnapshotFilter(pid=pid, name=name, until=when))
     if not candidates:
         who = f" of pid {pid}" if pid is not None else f" matching {name!r}" if name else ""
         raise NotFoundError(f"nothing recorded{who} at or before {when.isoformat()}")
     processes_seen = {s.process_id: s for s in candidates}
-    if len(processes_seen) > 1:
-        names = ", ".join(f"{s.pid} ({s.command})" for s in
-                          sorted(processes_seen.values(), key=lambda s: s.pid)[:10])
+    # A pid names one process at a time (if it was reused, the latest is meant); a name
+    # pattern or nothing at all may match several, and then the person must choose.
+    if pid is None and len(processes_seen) > 1:
+        names = ", ".join(
+            f"{s.pid} ({s.command})"
+            for s in sorted(processes_seen.values(), key=lambda s: s.pid)[:10]
+        )
         more = "" if len(processes_seen) <= 10 else f" and {len(processes_seen) - 10} more"
         raise NotFoundError(
             f"several processes were recorded by then: {names}{more}; choose one with "
@@ -179,8 +240,9 @@ def snapshot_at(conn: Connection, when: datetime, pid: int | None = None,
     return get_snapshot(conn, candidates[0].id)
 
 
-def process_snapshots(conn: Connection, pid: int, since: datetime | None = None,
-                      until: datetime | None = None) -> list[Snapshot]:
+def process_snapshots(
+    conn: Connection, pid: int, since: datetime | None = None, until: datetime | None = None
+) -> list[Snapshot]:
     """Every snapshot of processes with this pid, oldest first, with kind totals."""
     snaps = list_snapshots(conn, SnapshotFilter(pid=pid, since=since, until=until))
     snaps.reverse()

@@ -70,9 +70,7 @@ def encode_path(path: str | None, deleted: bool) -> str:
 
 def format_header(m: Mapping) -> str:
     """A mapping's maps line, as the kernel would print it (64-bit layout)."""
-    head = (
-        f"{m.start:08x}-{m.end:08x} {m.perms} {m.offset:08x} {m.dev} {m.inode}"
-    )
+    head = f"{m.start:08x}-{m.end:08x} {m.perms} {m.offset:08x} {m.dev} {m.inode}"
     path = encode_path(m.path, m.deleted)
     if not path:
         return head + " "

@@ -33,8 +33,9 @@ class Recorded:
     totals: Totals
 
 
-def layouts_from_files(proc: Proc | None, pid: int | None
-                       ) -> Callable[[Mapping], LoadLayout | None]:
+def layouts_from_files(
+    proc: Proc | None, pid: int | None
+) -> Callable[[Mapping], LoadLayout | None]:
     """A layout source for the classifier, caching one read per object."""
     cache: dict[tuple[str, str, int], LoadLayout | None] = {}
 
@@ -61,50 +62,84 @@ def _same_inode(path: str, inode: int) -> bool:
         return False
 
 
-def record_capture(db: Database, proc: Proc, capture: Capture, label: str | None,
-                   taken_at: datetime) -> Recorded:
+def record_capture(
+    db: Database, proc: Proc, capture: Capture, label: str | None, taken_at: datetime
+) -> Recorded:
     parsed = parse_text(capture.text)
     info = capture.info
     # A running thread has no readable stack pointer; then the guard-page rule helps.
     threads = Threads(capture.thread_stack_pointers, some_unknown=True)
-    kinds = classify(parsed.mappings, info.exe, threads,
-                     layouts_from_files(proc, info.identity.pid), info.page_size)
+    kinds = classify(
+        parsed.mappings,
+        info.exe,
+        threads,
+        layouts_from_files(proc, info.identity.pid),
+        info.page_size,
+    )
     with db.writing() as conn:
         snapshot_id = save_snapshot(
-            conn, identity=info.identity, command=info.command, cmdline=info.cmdline,
-            exe=info.exe, taken_at=taken_at, label=label, source="live",
-            page_size=info.page_size, kernel=info.kernel, has_smaps=capture.has_smaps,
-            mappings=parsed.mappings, kinds=kinds,
+            conn,
+            identity=info.identity,
+            command=info.command,
+            cmdline=info.cmdline,
+            exe=info.exe,
+            taken_at=taken_at,
+            label=label,
+            source="live",
+            page_size=info.page_size,
+            kernel=info.kernel,
+            has_smaps=capture.has_smaps,
+            mappings=parsed.mappings,
+            kinds=kinds,
         )
     return Recorded(snapshot_id, info.identity.pid, info.command, sum_totals(parsed.mappings))
 
 
-def record_pid(db: Database, proc: Proc, pid: int, *, smaps: bool = True,
-               label: str | None = None) -> Recorded:
+def record_pid(
+    db: Database, proc: Proc, pid: int, *, smaps: bool = True, label: str | None = None
+) -> Recorded:
     """Read and store one snapshot of a live process."""
     taken_at = datetime.now(timezone.utc)
     capture = proc.capture(pid, smaps=smaps)
     return record_capture(db, proc, capture, label, taken_at)
 
 
-def record_text(db: Database, text: str, *, pid: int, label: str | None = None,
-                host: str = "(imported)", command: str | None = None,
-                page_size: int = 4096) -> Recorded:
+def record_text(
+    db: Database,
+    text: str,
+    *,
+    pid: int,
+    label: str | None = None,
+    host: str = "(imported)",
+    command: str | None = None,
+    page_size: int = 4096,
+) -> Recorded:
     """Store a saved maps or smaps text as a snapshot of `pid`."""
     parsed = parse_text(text)
     if not parsed.mappings:
         raise MemsnapError("the text holds no mappings")
     mappings = sorted(parsed.mappings, key=lambda m: m.start)
-    kinds = classify(mappings, None, Threads((), some_unknown=True),
-                     layouts_from_files(None, None), page_size)
-    program = next((m.path for m, k in zip(mappings, kinds, strict=True)
-                    if k == "text" and m.path), None)
+    kinds = classify(
+        mappings, None, Threads((), some_unknown=True), layouts_from_files(None, None), page_size
+    )
+    program = next(
+        (m.path for m, k in zip(mappings, kinds, strict=True) if k == "text" and m.path), None
+    )
     name = command or (Path(program).name if program else "?")
     with db.writing() as conn:
         snapshot_id = save_snapshot(
-            conn, identity=ProcessIdentity(host, None, pid, None), command=name,
-            cmdline=(), exe=program, taken_at=datetime.now(timezone.utc), label=label,
-            source="file", page_size=page_size, kernel=None, has_smaps=parsed.has_smaps,
-            mappings=mappings, kinds=kinds,
+            conn,
+            identity=ProcessIdentity(host, None, pid, None),
+            command=name,
+            cmdline=(),
+            exe=program,
+            taken_at=datetime.now(timezone.utc),
+            label=label,
+            source="file",
+            page_size=page_size,
+            kernel=None,
+            has_smaps=parsed.has_smaps,
+            mappings=mappings,
+            kinds=kinds,
         )
     return Recorded(snapshot_id, pid, name, sum_totals(mappings))

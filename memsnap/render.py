@@ -18,18 +18,31 @@ from typing import Any
 
 from tabulate import tabulate
 
-from memsnap.model import SIZE_ATTRS, KINDS, Region, Snapshot, Totals
+from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals
 
 FORMAT_VERSION = 1
 
 KIND_COLORS: dict[str, str] = {
-    "text": "1;31", "lib-text": "31",
-    "rodata": "1;35", "lib-rodata": "35",
-    "data": "1;33", "lib-data": "33",
-    "bss": "1;93", "lib-bss": "93",
-    "heap": "1;32", "stack": "1;36", "thread-stack": "36",
-    "anon": "32", "shmem": "1;34", "file": "34", "guard": "2",
-    "vdso": "95", "vvar": "95", "vsyscall": "95", "other": "37", "gap": "2;37",
+    "text": "1;31",
+    "lib-text": "31",
+    "rodata": "1;35",
+    "lib-rodata": "35",
+    "data": "1;33",
+    "lib-data": "33",
+    "bss": "1;93",
+    "lib-bss": "93",
+    "heap": "1;32",
+    "stack": "1;36",
+    "thread-stack": "36",
+    "anon": "32",
+    "shmem": "1;34",
+    "file": "34",
+    "guard": "2",
+    "vdso": "95",
+    "vvar": "95",
+    "vsyscall": "95",
+    "other": "37",
+    "gap": "2;37",
 }
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
@@ -87,19 +100,37 @@ def totals_json(t: Totals) -> dict[str, Any]:
 
 def snapshot_json(s: Snapshot) -> dict[str, Any]:
     return {
-        "id": s.id, "taken_at": s.taken_at.isoformat(), "pid": s.pid, "host": s.host,
-        "command": s.command, "cmdline": list(s.cmdline), "exe": s.exe, "label": s.label,
-        "page_size": s.page_size, "source": s.source, "totals": totals_json(s.totals),
-        "seq": s.seq, "boot_id": s.identity.boot_id, "start_ticks": s.identity.start_ticks,
-        "kernel": s.kernel, "has_smaps": s.has_smaps,
+        "id": s.id,
+        "taken_at": s.taken_at.isoformat(),
+        "pid": s.pid,
+        "host": s.host,
+        "command": s.command,
+        "cmdline": list(s.cmdline),
+        "exe": s.exe,
+        "label": s.label,
+        "page_size": s.page_size,
+        "source": s.source,
+        "totals": totals_json(s.totals),
+        "seq": s.seq,
+        "boot_id": s.identity.boot_id,
+        "start_ticks": s.identity.start_ticks,
+        "kernel": s.kernel,
+        "has_smaps": s.has_smaps,
     }
 
 
 def region_json(r: Region, page_size: int) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "start": hexaddr(r.start), "end": hexaddr(r.end), "size": r.size,
-        "pages": r.size // page_size, "perms": r.perms, "offset": r.offset,
-        "device": r.dev, "inode": r.inode, "path": r.path, "deleted": r.deleted,
+        "start": hexaddr(r.start),
+        "end": hexaddr(r.end),
+        "size": r.size,
+        "pages": r.size // page_size,
+        "perms": r.perms,
+        "offset": r.offset,
+        "device": r.dev,
+        "inode": r.inode,
+        "path": r.path,
+        "deleted": r.deleted,
         "kind": r.kind,
     }
     for attr in SIZE_ATTRS:
@@ -120,8 +151,18 @@ def with_gaps(regions: Sequence[Region]) -> list[Region]:
     out: list[Region] = []
     for prev, cur in zip([None, *regions[:-1]], regions, strict=True):
         if prev is not None and cur.start > prev.end:
-            out.append(Region(start=prev.end, end=cur.start, perms="", offset=0, dev="",
-                              inode=0, path=None, kind="gap"))
+            out.append(
+                Region(
+                    start=prev.end,
+                    end=cur.start,
+                    perms="",
+                    offset=0,
+                    dev="",
+                    inode=0,
+                    path=None,
+                    kind="gap",
+                )
+            )
         out.append(cur)
     return out
 
@@ -133,27 +174,34 @@ def show_rows(regions: Iterable[Region], page_size: int, color: bool) -> list[li
     if regions:
         width = max(len(f"{r.end:x}") for r in regions)
     for r in regions:
-        rows.append([
-            paint(r.kind, r.kind, color),
-            f"{r.start:0{width}x}-{r.end:0{width}x}",
-            human(r.size),
-            str(r.size // page_size),
-            r.perms,
-            human(r.rss) if r.kind != "gap" else "",
-            display_path(r),
-        ])
+        rows.append(
+            [
+                paint(r.kind, r.kind, color),
+                f"{r.start:0{width}x}-{r.end:0{width}x}",
+                human(r.size),
+                str(r.size // page_size),
+                r.perms,
+                human(r.rss) if r.kind != "gap" else "",
+                display_path(r),
+            ]
+        )
     return rows
 
 
 SHOW_HEADERS = ["kind", "start-end", "size", "pages", "perms", "rss", "path"]
 
 
-def show_table(snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool,
-               legend: bool = True) -> str:
+def show_table(
+    snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool, legend: bool = True
+) -> str:
     head = snapshot_heading(snapshot)
-    body = tabulate(show_rows(regions, snapshot.page_size, color), headers=SHOW_HEADERS,
-                    tablefmt=style, disable_numparse=True,
-                    colalign=("left", "left", "right", "right", "left", "right", "left"))
+    body = tabulate(
+        show_rows(regions, snapshot.page_size, color),
+        headers=SHOW_HEADERS,
+        tablefmt=style,
+        disable_numparse=True,
+        colalign=("left", "left", "right", "right", "left", "right", "left"),
+    )
     parts = [head, body]
     if legend and color:
         present = [k for k in KINDS if any(r.kind == k for r in regions)]
@@ -164,10 +212,12 @@ def show_table(snapshot: Snapshot, regions: Sequence[Region], style: str, color:
 def snapshot_heading(s: Snapshot) -> str:
     t = s.totals
     label = f"  label: {s.label}" if s.label else ""
-    return (f"snapshot {s.id}: pid {s.pid} ({s.command}) on {s.host} at "
-            f"{local_time(s.taken_at)}{label}\n"
-            f"{t.regions} regions, {human(t.size)} virtual, {human(t.rss)} resident, "
-            f"{human(t.pss)} proportional, {human(t.swap)} swapped\n")
+    return (
+        f"snapshot {s.id}: pid {s.pid} ({s.command}) on {s.host} at "
+        f"{local_time(s.taken_at)}{label}\n"
+        f"{t.regions} regions, {human(t.size)} virtual, {human(t.rss)} resident, "
+        f"{human(t.pss)} proportional, {human(t.swap)} swapped\n"
+    )
 
 
 def summary_rows(regions: Sequence[Region], color: bool) -> list[list[str]]:
@@ -182,20 +232,31 @@ def summary_rows(regions: Sequence[Region], color: bool) -> list[list[str]]:
             continue
         size = sum(r.size for r in members)
         rss = _sum_known(r.rss for r in members)
-        rows.append([paint(kind, kind, color), str(len(members)), human(size),
-                     f"{100 * size / total_size:.1f}%" if kind != "gap" else "",
-                     human(rss), human(_sum_known(r.pss for r in members)),
-                     human(_sum_known(r.swap for r in members))])
+        rows.append(
+            [
+                paint(kind, kind, color),
+                str(len(members)),
+                human(size),
+                f"{100 * size / total_size:.1f}%" if kind != "gap" else "",
+                human(rss),
+                human(_sum_known(r.pss for r in members)),
+                human(_sum_known(r.swap for r in members)),
+            ]
+        )
     return rows
 
 
 SUMMARY_HEADERS = ["kind", "regions", "size", "of total", "rss", "pss", "swap"]
 
 
-def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool
-                  ) -> str:
-    body = tabulate(summary_rows(regions, color), headers=SUMMARY_HEADERS, tablefmt=style,
-                    disable_numparse=True, colalign=("left",) + ("right",) * 6)
+def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool) -> str:
+    body = tabulate(
+        summary_rows(regions, color),
+        headers=SUMMARY_HEADERS,
+        tablefmt=style,
+        disable_numparse=True,
+        colalign=("left",) + ("right",) * 6,
+    )
     return snapshot_heading(snapshot) + "\n" + body
 
 
@@ -212,21 +273,38 @@ def summary_json(regions: Sequence[Region]) -> dict[str, Any]:
     for kind in KINDS:
         members = [r for r in regions if r.kind == kind]
         if members:
-            out[kind] = {"regions": len(members), "size": sum(r.size for r in members),
-                         "rss": _sum_known(r.rss for r in members),
-                         "pss": _sum_known(r.pss for r in members),
-                         "swap": _sum_known(r.swap for r in members)}
+            out[kind] = {
+                "regions": len(members),
+                "size": sum(r.size for r in members),
+                "rss": _sum_known(r.rss for r in members),
+                "pss": _sum_known(r.pss for r in members),
+                "swap": _sum_known(r.swap for r in members),
+            }
     return out
 
 
-REGION_CSV_FIELDS = ["start", "end", "size", "pages", "perms", "offset", "device", "inode",
-                     "path", "deleted", "kind", *SIZE_ATTRS, "vm_flags"]
+REGION_CSV_FIELDS = [
+    "start",
+    "end",
+    "size",
+    "pages",
+    "perms",
+    "offset",
+    "device",
+    "inode",
+    "path",
+    "deleted",
+    "kind",
+    *SIZE_ATTRS,
+    "vm_flags",
+]
 
 
 def to_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -239,19 +317,46 @@ LIST_HEADERS = ["id", "taken at", "pid", "command", "regions", "virtual", "rss",
 
 
 def list_rows(snaps: Sequence[Snapshot]) -> list[list[str]]:
-    return [[str(s.id), local_time(s.taken_at), str(s.pid), s.command, str(s.totals.regions),
-             human(s.totals.size), human(s.totals.rss), s.label or ""] for s in snaps]
+    return [
+        [
+            str(s.id),
+            local_time(s.taken_at),
+            str(s.pid),
+            s.command,
+            str(s.totals.regions),
+            human(s.totals.size),
+            human(s.totals.rss),
+            s.label or "",
+        ]
+        for s in snaps
+    ]
 
 
 def list_table(snaps: Sequence[Snapshot], style: str) -> str:
-    return tabulate(list_rows(snaps), headers=LIST_HEADERS, tablefmt=style,
-                    disable_numparse=True,
-                    colalign=("right", "left", "right", "left", "right", "right", "right",
-                              "left"))
+    return tabulate(
+        list_rows(snaps),
+        headers=LIST_HEADERS,
+        tablefmt=style,
+        disable_numparse=True,
+        colalign=("right", "left", "right", "left", "right", "right", "right", "left"),
+    )
 
 
-LIST_CSV_FIELDS = ["id", "taken_at", "pid", "host", "command", "exe", "label", "source",
-                   "regions", "size", "rss", "pss", "swap"]
+LIST_CSV_FIELDS = [
+    "id",
+    "taken_at",
+    "pid",
+    "host",
+    "command",
+    "exe",
+    "label",
+    "source",
+    "regions",
+    "size",
+    "rss",
+    "pss",
+    "swap",
+]
 
 
 def list_csv(snaps: Sequence[Snapshot]) -> str:

@@ -86,8 +86,13 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str, input: str | None = None) -> Result:
-        result = self.runner.invoke(app, ["--db", self.url, *args], input=input,
-                                    env={"COLUMNS": "200", "NO_COLOR": "1"})
+        result = self.runner.invoke(
+            app,
+            ["--db", self.url, *args],
+            input=input,
+            prog_name="memsnap",
+            env={"COLUMNS": "200", "NO_COLOR": "1"},
+        )
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         return Result(result.exit_code, result.stdout, result.stderr)
@@ -109,8 +114,10 @@ def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if cc is None:
         pytest.skip("live-process tests build a small C helper and need a C compiler (cc)")
     out = tmp_path_factory.mktemp("helper") / "target"
-    subprocess.run([cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "target.c"),
-                    "-ldl", "-lpthread"], check=True)
+    subprocess.run(
+        [cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "target.c"), "-ldl", "-lpthread"],
+        check=True,
+    )
     return out
 
 
@@ -118,8 +125,9 @@ class Target:
     """A live helper process; `send` performs one layout change and returns its answer."""
 
     def __init__(self, binary: Path) -> None:
-        self.proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout is not None
         ready = self.proc.stdout.readline().split()
         assert ready[0] == "ready", ready

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
 from conftest import fixture_text
+
 from memsnap.classify import classify
 from memsnap.model import KINDS, Mapping
 from memsnap.parse import parse_text
@@ -29,13 +29,33 @@ def kind_at(name: str, start: int) -> str:
 
 
 def test_local_c_program_every_region() -> None:
-    expected = ["rodata", "text", "rodata", "rodata", "data", "bss", "heap", "guard",
-                "thread-stack", "shmem", "shmem", *["lib-rodata", "lib-text", "lib-rodata",
-                "lib-rodata", "lib-data"], "anon",
-                *["lib-rodata", "lib-text", "lib-rodata", "lib-rodata", "lib-data"],
-                "lib-bss", "file", "file", "anon", "anon", "vvar", "vvar", "vdso",
-                *["lib-rodata", "lib-text", "lib-rodata", "lib-rodata", "lib-data"],
-                "stack", "vsyscall"]
+    expected = [
+        "rodata",
+        "text",
+        "rodata",
+        "rodata",
+        "data",
+        "bss",
+        "heap",
+        "guard",
+        "thread-stack",
+        "shmem",
+        "shmem",
+        *["lib-rodata", "lib-text", "lib-rodata", "lib-rodata", "lib-data"],
+        "anon",
+        *["lib-rodata", "lib-text", "lib-rodata", "lib-rodata", "lib-data"],
+        "lib-bss",
+        "file",
+        "file",
+        "anon",
+        "anon",
+        "vvar",
+        "vvar",
+        "vdso",
+        *["lib-rodata", "lib-text", "lib-rodata", "lib-rodata", "lib-data"],
+        "stack",
+        "vsyscall",
+    ]
     assert [k for _, k in classified(LOCAL_C)] == expected
 
 
@@ -62,7 +82,8 @@ def test_vvar_vclock_is_vvar() -> None:
     name = "binary-hacks-rebooted-vvar_vclock-linux6.13-x86_64-maps.txt"
     assert kinds_by_path(name, "[vvar_vclock]") == Counter(vvar=1)
     assert kinds_by_path(name, "/usr/lib/x86_64-linux-gnu/libc.so.6") == Counter(
-        {"lib-rodata": 3, "lib-text": 1, "lib-data": 1})
+        {"lib-rodata": 3, "lib-text": 1, "lib-data": 1}
+    )
 
 
 def test_old_kernel_thread_stacks_and_library_gaps() -> None:
@@ -70,7 +91,8 @@ def test_old_kernel_thread_stacks_and_library_gaps() -> None:
     stacks = [k for m, k in classified(name) if m.path and m.path.startswith("[stack")]
     assert stacks == ["stack"] * 8
     assert kinds_by_path(name, "/lib/x86_64-linux-gnu/libc-2.13.so") == Counter(
-        {"lib-text": 1, "guard": 1, "lib-rodata": 1, "lib-data": 1})
+        {"lib-text": 1, "guard": 1, "lib-rodata": 1, "lib-data": 1}
+    )
     rwx = [k for m, k in classified(name) if m.perms == "rwxp"]
     assert rwx == ["anon"]
     assert kinds_by_path(name, "/usr/bin/python2.7") == Counter(text=1, rodata=1, data=1)
@@ -93,8 +115,9 @@ def test_sysv_shared_memory_and_devices() -> None:
 def test_android_names() -> None:
     name = "unidbg-rootfs-android-arm64-app-scudo-kgsl-maps.txt"
     pairs = classified(name)
-    tls = Counter((m.perms, k) for m, k in pairs
-                  if m.path and m.path.startswith("[anon:stack_and_tls:"))
+    tls = Counter(
+        (m.perms, k) for m, k in pairs if m.path and m.path.startswith("[anon:stack_and_tls:")
+    )
     assert set(tls) == {("---p", "guard"), ("rw-p", "thread-stack")}
     assert {k for m, k in pairs if m.path == "[anon:scudo:primary]"} == {"anon"}
     assert set(kinds_by_path(name, "/dev/kgsl-3d0")) == {"file"}
@@ -105,8 +128,9 @@ def test_android_names() -> None:
 
 def test_jit_memfd_executable_is_still_shared_memory() -> None:
     name = "gomarkablestream-remarkable2-xochitl-armv7-32bit-maps.txt"
-    jit = {(m.perms, k) for m, k in classified(name)
-           if m.path == "/memfd:JITCode:QtQml" and m.deleted}
+    jit = {
+        (m.perms, k) for m, k in classified(name) if m.path == "/memfd:JITCode:QtQml" and m.deleted
+    }
     assert jit and {k for _, k in jit} == {"shmem"}
     assert set(kinds_by_path(name, "/dev/fb0")) == {"file"}
     assert kinds_by_path(name, "/usr/bin/xochitl")["text"] == 1
@@ -132,8 +156,9 @@ def test_cds_archive_is_a_file_and_execute_only_vsyscall() -> None:
 
 
 def test_program_without_leading_slash_and_anon_jit_cache() -> None:
-    assert kinds_by_path("pprof-cppbench-legacy-profile-maps-x86_64.txt",
-                         "cppbench_server_main") == Counter(text=1, data=1)
+    assert kinds_by_path(
+        "pprof-cppbench-legacy-profile-maps-x86_64.txt", "cppbench_server_main"
+    ) == Counter(text=1, data=1)
     aosp = "aosp-libmeminfo-maps_short-android-x86_64.txt"
     assert kinds_by_path(aosp, "[anon:dalvik-zygote-jit-code-cache]") == Counter(anon=1)
 
@@ -143,8 +168,13 @@ def test_rollup_and_kernel_thread() -> None:
     assert classified("zteorange-router-kthreadd-pid2-empty-maps.txt") == []
 
 
-@pytest.mark.parametrize("name", ["local-linux6.18-x86_64-python-thp-hugepage-maps.txt",
-                                  "prometheus-procfs-go-alertmanager-smaps-x86_64.txt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "local-linux6.18-x86_64-python-thp-hugepage-maps.txt",
+        "prometheus-procfs-go-alertmanager-smaps-x86_64.txt",
+    ],
+)
 def test_program_bss_after_its_data(name: str) -> None:
     kinds = [k for _, k in classified(name)]
     assert kinds.count("bss") == 1
@@ -154,9 +184,13 @@ def test_program_bss_after_its_data(name: str) -> None:
 def test_exe_decides_the_program() -> None:
     mappings = sorted(parse_text(fixture_text(LOCAL_C)).mappings, key=lambda m: m.start)
     kinds = classify(mappings, "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13")
-    libz = [k for m, k in zip(mappings, kinds, strict=True)
-            if m.path == "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"]
+    libz = [
+        k
+        for m, k in zip(mappings, kinds, strict=True)
+        if m.path == "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"
+    ]
     assert libz == ["rodata", "text", "rodata", "rodata", "data"]
-    demo = [k for m, k in zip(mappings, kinds, strict=True)
-            if m.path == "/usr/local/bin/layout-demo"]
+    demo = [
+        k for m, k in zip(mappings, kinds, strict=True) if m.path == "/usr/local/bin/layout-demo"
+    ]
     assert demo == ["lib-rodata", "lib-text", "lib-rodata", "lib-rodata", "lib-data"]

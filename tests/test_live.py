@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import Cli, Target
+
 from memsnap.parse import parse_text
 from memsnap.procfs import read_file
 
@@ -39,8 +39,7 @@ def build_everything(target: Target, tmp_path: Path) -> dict[str, int]:
     }
 
 
-def test_record_matches_proc_maps_and_smaps(cli: Cli, target: Target, tmp_path: Path
-                                            ) -> None:
+def test_record_matches_proc_maps_and_smaps(cli: Cli, target: Target, tmp_path: Path) -> None:
     build_everything(target, tmp_path)
     doc = recorded(cli, target.pid)
     kernel = parse_text(read_file(f"/proc/{target.pid}/smaps")).mappings
@@ -50,7 +49,11 @@ def test_record_matches_proc_maps_and_smaps(cli: Cli, target: Target, tmp_path: 
     for mine, m in zip(regions, kernel, strict=True):
         assert (mine["start"], mine["end"]) == (hex(m.start), hex(m.end))
         assert (mine["perms"], mine["offset"], mine["device"], mine["inode"]) == (
-            m.perms, m.offset, m.dev, m.inode)
+            m.perms,
+            m.offset,
+            m.dev,
+            m.inode,
+        )
         assert (mine["path"], mine["deleted"]) == (m.path, m.deleted)
         assert mine["rss"] == m.rss and mine["swap"] == m.swap
         assert mine["size"] == m.end - m.start
@@ -118,8 +121,9 @@ def test_classification_of_a_live_process(cli: Cli, target: Target, tmp_path: Pa
 def test_rss_agrees_with_pmap(cli: Cli, target: Target, tmp_path: Path) -> None:
     build_everything(target, tmp_path)
     doc = recorded(cli, target.pid)
-    out = subprocess.run(["pmap", "-X", str(target.pid)], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = subprocess.run(
+        ["pmap", "-X", str(target.pid)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     header = out[1].split()
     rows = {}
     for line in out[2:]:
@@ -155,9 +159,17 @@ def test_unchanged_process_adds_no_regions(db_url: str, target: Target) -> None:
             path_rows = conn.execute(select(func.count()).select_from(paths)).scalar()
         assert first.totals.regions == rows_after_first
         assert rows == rows_after_first  # nothing changed, nothing added
-        assert path_rows == paths_after_first == len(
-            {m.path for m in parse_text(read_file(f"/proc/{target.pid}/maps")).mappings
-             if m.path})
+        assert (
+            path_rows
+            == paths_after_first
+            == len(
+                {
+                    m.path
+                    for m in parse_text(read_file(f"/proc/{target.pid}/maps")).mappings
+                    if m.path
+                }
+            )
+        )
     finally:
         db.close()
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import MAPS, fixture_text
+
 from memsnap.errors import ParseError
 from memsnap.parse import format_header, parse_text
 
@@ -12,8 +12,11 @@ CAPTURES = sorted(p.name for p in MAPS.glob("*.txt"))
 
 
 def header_lines(text: str) -> list[str]:
-    return [line for line in text.split("\n")
-            if line.strip() and not line.split(None, 1)[0].endswith(":")]
+    return [
+        line
+        for line in text.split("\n")
+        if line.strip() and not line.split(None, 1)[0].endswith(":")
+    ]
 
 
 @pytest.mark.parametrize("name", CAPTURES)
@@ -33,17 +36,21 @@ def test_every_capture_parses_one_mapping_per_header_line(name: str) -> None:
 def test_kernel_lines_round_trip_byte_for_byte() -> None:
     # The local captures are the kernel's own output: printing a parsed line back must
     # give the same text, path escapes and ` (deleted)` included.
-    for name in ("local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt",
-                 "local-linux6.18-x86_64-python-thp-hugepage-maps.txt"):
+    for name in (
+        "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt",
+        "local-linux6.18-x86_64-python-thp-hugepage-maps.txt",
+    ):
         lines = [ln for ln in fixture_text(name).split("\n") if ln]
         for line, m in zip(lines, parse_text("\n".join(lines)).mappings, strict=True):
             assert format_header(m) == line
 
 
 def test_path_escape_deleted_flag_and_spaces() -> None:
-    m = parse_text(fixture_text(
-        "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
-    )).mappings
+    m = parse_text(
+        fixture_text(
+            "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
+        )
+    ).mappings
     by_start = {x.start: x for x in m}
     weird = by_start[0x7FDE873B5000]
     assert weird.path == "/var/tmp/demo/we ird\nname.bin" and not weird.deleted
@@ -60,15 +67,26 @@ def test_every_field_lands_in_its_own_place() -> None:
     line = "7f0011223000-7f0011245000 r-xs 000a1000 103:0f 987654321   /opt/a b/lib.so (deleted)"
     (m,) = parse_text(line).mappings
     assert (m.start, m.end, m.perms, m.offset, m.dev, m.inode, m.path, m.deleted) == (
-        0x7F0011223000, 0x7F0011245000, "r-xs", 0xA1000, "103:0f", 987654321,
-        "/opt/a b/lib.so", True)
+        0x7F0011223000,
+        0x7F0011245000,
+        "r-xs",
+        0xA1000,
+        "103:0f",
+        987654321,
+        "/opt/a b/lib.so",
+        True,
+    )
 
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [("[anon:dalvik-main space (region space)]", "[anon:dalvik-main space (region space)]"),
-     ("[anon_shmem:pool]", "[anon_shmem:pool]"), ("[stack:1234]", "[stack:1234]"),
-     ("[vvar_vclock]", "[vvar_vclock]"), ("[uprobes]", "[uprobes]")],
+    [
+        ("[anon:dalvik-main space (region space)]", "[anon:dalvik-main space (region space)]"),
+        ("[anon_shmem:pool]", "[anon_shmem:pool]"),
+        ("[stack:1234]", "[stack:1234]"),
+        ("[vvar_vclock]", "[vvar_vclock]"),
+        ("[uprobes]", "[uprobes]"),
+    ],
 )
 def test_pseudo_paths_keep_their_brackets(path: str, expected: str) -> None:
     (m,) = parse_text(f"00400000-00401000 rw-p 00000000 00:00 0   {path}").mappings
@@ -98,9 +116,11 @@ def test_smaps_sizes_in_bytes_and_missing_fields_stay_none() -> None:
 
 
 def test_empty_vmflags_and_unknown_keys() -> None:
-    text = ("00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus\n"
-            "Size:                328 kB\nRss:                  48 kB\nFutureField:  7 kB\n"
-            "ProtectionKey:         0\nVmFlags:\n")
+    text = (
+        "00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus\n"
+        "Size:                328 kB\nRss:                  48 kB\nFutureField:  7 kB\n"
+        "ProtectionKey:         0\nVmFlags:\n"
+    )
     (m,) = parse_text(text).mappings
     assert m.rss == 48 * 1024 and m.vm_flags == "" and m.pss is None
 
@@ -111,12 +131,14 @@ def test_empty_maps_is_no_mappings() -> None:
 
 @pytest.mark.parametrize(
     ("text", "lineno"),
-    [("00400000-00401000 r-xp 00000000 08:02 1 /bin/x\ngarbage here\n", 2),
-     ("00400000 r-xp 00000000 08:02 1 /bin/x\n", 1),
-     ("Rss: 4 kB\n", 1),
-     ("00400000-00401000 r-xp 00000000 08:02 1 /bin/x\nRss: many kB\n", 2),
-     ("00401000-00400000 r-xp 00000000 08:02 1 /bin/x\n", 1),
-     ("00400000-00401000 rxxp 00000000 08:02 1 /bin/x\n", 1)],
+    [
+        ("00400000-00401000 r-xp 00000000 08:02 1 /bin/x\ngarbage here\n", 2),
+        ("00400000 r-xp 00000000 08:02 1 /bin/x\n", 1),
+        ("Rss: 4 kB\n", 1),
+        ("00400000-00401000 r-xp 00000000 08:02 1 /bin/x\nRss: many kB\n", 2),
+        ("00401000-00400000 r-xp 00000000 08:02 1 /bin/x\n", 1),
+        ("00400000-00401000 rxxp 00000000 08:02 1 /bin/x\n", 1),
+    ],
 )
 def test_malformed_lines_name_their_number(text: str, lineno: int) -> None:
     with pytest.raises(ParseError) as info:

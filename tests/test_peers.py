@@ -6,21 +6,33 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import PEERS, Cli
 
-SMAPS_SIZES = {"Rss": "rss", "Pss": "pss", "Shared_Clean": "shared_clean",
-               "Shared_Dirty": "shared_dirty", "Private_Clean": "private_clean",
-               "Private_Dirty": "private_dirty", "Referenced": "referenced",
-               "Anonymous": "anonymous", "AnonHugePages": "anon_huge", "Swap": "swap",
-               "SwapPss": "swap_pss", "Locked": "locked"}
+SMAPS_SIZES = {
+    "Rss": "rss",
+    "Pss": "pss",
+    "Shared_Clean": "shared_clean",
+    "Shared_Dirty": "shared_dirty",
+    "Private_Clean": "private_clean",
+    "Private_Dirty": "private_dirty",
+    "Referenced": "referenced",
+    "Anonymous": "anonymous",
+    "AnonHugePages": "anon_huge",
+    "Swap": "swap",
+    "SwapPss": "swap_pss",
+    "Locked": "locked",
+}
 PERM_LETTERS = {"read": "r", "write": "w", "execute": "x"}
 
 
 def jc_perms(words: list[str]) -> str:
     letters = {PERM_LETTERS[w] for w in words if w in PERM_LETTERS}
-    return ("r" if "r" in letters else "-") + ("w" if "w" in letters else "-") + (
-        "x" if "x" in letters else "-") + ("s" if "shared" in words else "p")
+    return (
+        ("r" if "r" in letters else "-")
+        + ("w" if "w" in letters else "-")
+        + ("x" if "x" in letters else "-")
+        + ("s" if "shared" in words else "p")
+    )
 
 
 @pytest.mark.parametrize("sample", ["pid_maps", "pid_smaps", "pid_smaps_unknown_flag"])

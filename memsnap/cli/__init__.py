@@ -9,6 +9,7 @@ option, malformed time), 130 for Ctrl-C. No traceback reaches a person.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -30,12 +31,24 @@ def fail(message: str, code: int) -> None:
 class MemsnapGroup(TyperGroup):
     """Runs a command and turns whatever it raises into a message and an exit code."""
 
-    def main(self, args: Any = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
-            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                  standalone_mode=False, **extra)
+            result = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
         except UsageError as exc:
             fail(str(exc), EXIT_USAGE)
         except MemsnapError as exc:
@@ -73,12 +86,20 @@ def _version(value: bool) -> None:
 def _global(
     ctx: typer.Context,
     db: str | None = typer.Option(
-        None, "--db", envvar="MEMSNAP_DB", metavar="TARGET",
+        None,
+        "--db",
+        envvar="MEMSNAP_DB",
+        metavar="TARGET",
         help="Database: a file path (SQLite) or a SQLAlchemy URL. Default: "
-             "$XDG_DATA_HOME/memsnap/memsnap.db.",
+        "$XDG_DATA_HOME/memsnap/memsnap.db.",
     ),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print memsnap's version and exit."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print memsnap's version and exit.",
+    ),
 ) -> None:
     ctx.obj = {"db": db}
 

@@ -27,18 +27,21 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
-FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f",
-                             help="Output format: table, json or csv.")
-STYLE_OPTION = typer.Option("simple", "--style",
-                            help="Any tabulate table format: simple, github, grid, plain, ...")
+FORMAT_OPTION = typer.Option(
+    OutputFormat.table, "--format", "-f", help="Output format: table, json or csv."
+)
+STYLE_OPTION = typer.Option(
+    "simple", "--style", help="Any tabulate table format: simple, github, grid, plain, ..."
+)
 
 
 def check_style(style: str) -> str:
     from tabulate import tabulate_formats
 
     if style not in tabulate_formats:
-        raise UsageError(f"unknown --style {style!r}; choose one of: "
-                         f"{', '.join(sorted(tabulate_formats))}")
+        raise UsageError(
+            f"unknown --style {style!r}; choose one of: {', '.join(sorted(tabulate_formats))}"
+        )
     return style
 
 

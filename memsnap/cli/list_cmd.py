@@ -6,7 +6,14 @@ import re
 
 import typer
 
-from memsnap.cli.common import FORMAT_OPTION, STYLE_OPTION, OutputFormat, check_style, database, echo
+from memsnap.cli.common import (
+    FORMAT_OPTION,
+    STYLE_OPTION,
+    OutputFormat,
+    check_style,
+    database,
+    echo,
+)
 from memsnap.errors import UsageError
 from memsnap.timeparse import parse_time
 
@@ -25,12 +32,15 @@ def compile_name(name: str | None) -> str | None:
 def list_snapshots(
     ctx: typer.Context,
     pid: int | None = typer.Option(None, "--pid", help="Only this pid."),
-    name: str | None = typer.Option(None, "--name",
-                                    help="Only commands matching this regular expression."),
-    since: str | None = typer.Option(None, "--since", metavar="TIME",
-                                     help="Taken at or after TIME (ISO 8601, epoch, '2h ago')."),
-    until: str | None = typer.Option(None, "--until", metavar="TIME",
-                                     help="Taken at or before TIME."),
+    name: str | None = typer.Option(
+        None, "--name", help="Only commands matching this regular expression."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", metavar="TIME", help="Taken at or after TIME (ISO 8601, epoch, '2h ago')."
+    ),
+    until: str | None = typer.Option(
+        None, "--until", metavar="TIME", help="Taken at or before TIME."
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many."),
     fmt: OutputFormat = FORMAT_OPTION,
     style: str = STYLE_OPTION,
@@ -42,7 +52,8 @@ def list_snapshots(
 
     check_style(style)
     flt = SnapshotFilter(
-        pid=pid, name=compile_name(name),
+        pid=pid,
+        name=compile_name(name),
         since=parse_time(since) if since else None,
         until=parse_time(until) if until else None,
         limit=limit,
@@ -56,5 +67,9 @@ def list_snapshots(
     elif snaps:
         echo(render.list_table(snaps, style))
     else:
-        typer.echo("no snapshots recorded yet" if flt == SnapshotFilter(limit=limit)
-                   else "no snapshots match", err=True)
+        typer.echo(
+            "no snapshots recorded yet"
+            if flt == SnapshotFilter(limit=limit)
+            else "no snapshots match",
+            err=True,
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 
@@ -16,10 +15,13 @@ from memsnap.render import human
 MAX_IMPORT_BYTES = 512 << 20
 
 
-def _summary_line(snapshot_id: int, pid: int, command: str, regions: int, size: int,
-                  rss: int | None) -> str:
-    return (f"snapshot {snapshot_id}: pid {pid} ({command}), {regions} regions, "
-            f"{human(size)} virtual, {human(rss)} rss")
+def _summary_line(
+    snapshot_id: int, pid: int, command: str, regions: int, size: int, rss: int | None
+) -> str:
+    return (
+        f"snapshot {snapshot_id}: pid {pid} ({command}), {regions} regions, "
+        f"{human(size)} virtual, {human(rss)} rss"
+    )
 
 
 def read_import(source: str) -> str:
@@ -37,8 +39,9 @@ def read_import(source: str) -> str:
     except OSError as exc:
         raise MemsnapError(f"{source}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_IMPORT_BYTES:
-        raise MemsnapError(f"{source}: larger than {human(MAX_IMPORT_BYTES)}: not a maps "
-                           "text memsnap will import")
+        raise MemsnapError(
+            f"{source}: larger than {human(MAX_IMPORT_BYTES)}: not a maps text memsnap will import"
+        )
     if b"\0" in data:
         raise MemsnapError(f"{source}: holds NUL bytes: not a maps or smaps text")
     return data.decode("utf-8", "surrogateescape")
@@ -46,16 +49,22 @@ def read_import(source: str) -> str:
 
 def record(
     ctx: typer.Context,
-    pids: list[int] = typer.Argument(None, metavar="[PID]...", show_default=False,
-                                     help="Processes to record."),
+    pids: list[int] = typer.Argument(
+        None, metavar="[PID]...", show_default=False, help="Processes to record."
+    ),
     label: str | None = typer.Option(None, "--label", help="A note kept with each snapshot."),
-    no_smaps: bool = typer.Option(False, "--no-smaps",
-                                  help="Read maps only: no RSS/PSS/swap, faster."),
-    from_file: str | None = typer.Option(None, "--from-file", metavar="FILE",
-                                         help="Import a saved maps or smaps text "
-                                              "('-' reads standard input)."),
-    pid_for_file: int | None = typer.Option(None, "--pid",
-                                            help="With --from-file: the pid it belongs to."),
+    no_smaps: bool = typer.Option(
+        False, "--no-smaps", help="Read maps only: no RSS/PSS/swap, faster."
+    ),
+    from_file: str | None = typer.Option(
+        None,
+        "--from-file",
+        metavar="FILE",
+        help="Import a saved maps or smaps text ('-' reads standard input).",
+    ),
+    pid_for_file: int | None = typer.Option(
+        None, "--pid", help="With --from-file: the pid it belongs to."
+    ),
 ) -> None:
     """Take a snapshot of each process, or import a saved maps/smaps text."""
     from memsnap.procfs import Proc
@@ -89,7 +98,6 @@ def record(
                 failures += 1
                 continue
             t = done.totals
-            echo(_summary_line(done.snapshot_id, done.pid, done.command, t.regions, t.size,
-                               t.rss))
+            echo(_summary_line(done.snapshot_id, done.pid, done.command, t.regions, t.size, t.rss))
     if failures:
         raise typer.Exit(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from memsnap.cli.common import (
@@ -21,17 +23,20 @@ from memsnap.model import KINDS
 def show(
     ctx: typer.Context,
     snapshot_id: int | None = typer.Argument(None, metavar="[ID]", help="Snapshot id."),
-    at: str | None = typer.Option(None, "--at", metavar="TIME",
-                                  help="The latest snapshot taken at or before TIME."),
+    at: str | None = typer.Option(
+        None, "--at", metavar="TIME", help="The latest snapshot taken at or before TIME."
+    ),
     pid: int | None = typer.Option(None, "--pid", help="With --at: the process."),
-    name: str | None = typer.Option(None, "--name",
-                                    help="With --at: the process, by command regex."),
+    name: str | None = typer.Option(
+        None, "--name", help="With --at: the process, by command regex."
+    ),
     fmt: OutputFormat = FORMAT_OPTION,
     style: str = STYLE_OPTION,
     gaps: bool = typer.Option(False, "--gaps", help="Show unmapped holes as 'gap' rows."),
     top_down: bool = typer.Option(False, "--top-down", help="Highest address first."),
-    kinds: list[str] = typer.Option(None, "--kind", metavar="KIND",
-                                    help="Only regions of this kind (repeatable)."),
+    kinds: list[str] = typer.Option(
+        None, "--kind", metavar="KIND", help="Only regions of this kind (repeatable)."
+    ),
     summary: bool = typer.Option(False, "--summary", help="One row per kind."),
 ) -> None:
     """Show the classified layout of one snapshot."""
@@ -61,15 +66,18 @@ def show(
     if top_down:
         regions.reverse()
     if fmt is OutputFormat.json:
-        doc = {"snapshot": render.snapshot_json(snap)}
+        doc: dict[str, Any] = {"snapshot": render.snapshot_json(snap)}
         if summary:
             doc["kinds"] = render.summary_json(regions)
         else:
             doc["regions"] = [render.region_json(r, snap.page_size) for r in regions]
         echo(render.dumps(doc))
     elif fmt is OutputFormat.csv:
-        echo(render.to_csv((render.region_json(r, snap.page_size) for r in regions),
-                           render.REGION_CSV_FIELDS))
+        echo(
+            render.to_csv(
+                (render.region_json(r, snap.page_size) for r in regions), render.REGION_CSV_FIELDS
+            )
+        )
     elif summary:
         echo(render.summary_table(snap, regions, style, use_color()))
     else:

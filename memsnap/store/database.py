@@ -37,8 +37,9 @@ BUSY_TIMEOUT_S = 30
 
 
 def default_path() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                            "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "memsnap" / "memsnap.db"
 
 
@@ -128,13 +129,16 @@ def _refuse_foreign_sqlite(path: Path) -> None:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master "
-                                                    "WHERE type = 'table'")}
+            names = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"{path}: not a usable SQLite database ({exc}); left untouched"
-                            ) from None
+        raise DatabaseError(
+            f"{path}: not a usable SQLite database ({exc}); left untouched"
+        ) from None
     _check_tables(names, str(path))
 
 
@@ -177,8 +181,7 @@ def stored_revision(conn: Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def upgrade(conn: Connection, revision: str = "head", script_location: Path | None = None
-            ) -> None:
+def upgrade(conn: Connection, revision: str = "head", script_location: Path | None = None) -> None:
     """Run the pending migrations on `conn`, inside the caller's transaction."""
     from alembic import command
     from alembic.config import Config
@@ -219,8 +222,7 @@ def safe_url(url: str) -> str:
         return url
 
 
-def open_database(target: str | None = None, script_location: Path | None = None
-                  ) -> Database:
+def open_database(target: str | None = None, script_location: Path | None = None) -> Database:
     """Open (creating and migrating as needed) the database `target` names."""
     url = resolve_url(target)
     path = sqlite_file(url)

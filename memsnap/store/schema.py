@@ -14,7 +14,7 @@ Addresses, offsets and inodes are unsigned 64-bit (`[vsyscall]` sits at
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -178,8 +179,9 @@ class RegionRow(Base):
     vm_flags: Mapped[str | None] = mapped_column(Text)
 
 
-processes = ProcessRow.__table__
-snapshots = SnapshotRow.__table__
-snapshot_kinds = SnapshotKindRow.__table__
-paths = PathRow.__table__
-regions = RegionRow.__table__
+# The tables, for Core statements (bulk inserts and updates skip the ORM's per-object cost).
+processes = cast(Table, ProcessRow.__table__)
+snapshots = cast(Table, SnapshotRow.__table__)
+snapshot_kinds = cast(Table, SnapshotKindRow.__table__)
+paths = cast(Table, PathRow.__table__)
+regions = cast(Table, RegionRow.__table__)

@@ -27,9 +27,17 @@ _CHUNK = 500
 # Every stored field of a region, in the order `_region_key` lists them: a stored row
 # and a new mapping are the same region exactly when these are all equal.
 _KEY_COLUMNS = (
-    regions.c.start_addr, regions.c.end_addr, regions.c.perms, regions.c.offset,
-    regions.c.dev, regions.c.inode, paths.c.text, regions.c.deleted, regions.c.kind,
-    *(regions.c[a] for a in SIZE_ATTRS), regions.c.vm_flags,
+    regions.c.start_addr,
+    regions.c.end_addr,
+    regions.c.perms,
+    regions.c.offset,
+    regions.c.dev,
+    regions.c.inode,
+    paths.c.text,
+    regions.c.deleted,
+    regions.c.kind,
+    *(regions.c[a] for a in SIZE_ATTRS),
+    regions.c.vm_flags,
 )
 
 
@@ -37,8 +45,7 @@ def path_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str, Any]]
-                               ) -> None:
+def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     """Insert rows, skipping those a unique constraint says exist (a concurrent writer
     may have just added the same path or process)."""
     if not rows:
@@ -60,33 +67,47 @@ def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
     digests = list(by_digest)
     for i in range(0, len(digests), _CHUNK):
         chunk = digests[i : i + _CHUNK]
-        for row in conn.execute(select(paths.c.digest, paths.c.id)
-                                .where(paths.c.digest.in_(chunk))):
+        for row in conn.execute(
+            select(paths.c.digest, paths.c.id).where(paths.c.digest.in_(chunk))
+        ):
             ids[by_digest[row.digest]] = row.id
     missing = [{"digest": d, "text": t} for d, t in by_digest.items() if t not in ids]
     if missing:
         _insert_ignoring_conflicts(conn, paths, missing)
         for i in range(0, len(missing), _CHUNK):
             chunk = [m["digest"] for m in missing[i : i + _CHUNK]]
-            for row in conn.execute(select(paths.c.digest, paths.c.id)
-                                    .where(paths.c.digest.in_(chunk))):
+            for row in conn.execute(
+                select(paths.c.digest, paths.c.id).where(paths.c.digest.in_(chunk))
+            ):
                 ids[by_digest[row.digest]] = row.id
     return ids
 
 
-def process_id(conn: Connection, identity: ProcessIdentity, command: str,
-               cmdline: Sequence[str], exe: str | None) -> int:
+def process_id(
+    conn: Connection,
+    identity: ProcessIdentity,
+    command: str,
+    cmdline: Sequence[str],
+    exe: str | None,
+) -> int:
     """The row of this process, created on first sight and locked for this transaction.
 
     An imported text has no boot id or start time: it can never be proven to be the
     same process as another snapshot, so each import gets a process row of its own.
     """
-    values = {"host": identity.host, "boot_id": identity.boot_id, "pid": identity.pid,
-              "start_ticks": identity.start_ticks, "exe": exe, "command": command,
-              "cmdline": json.dumps(list(cmdline))}
+    values = {
+        "host": identity.host,
+        "boot_id": identity.boot_id,
+        "pid": identity.pid,
+        "start_ticks": identity.start_ticks,
+        "exe": exe,
+        "command": command,
+        "cmdline": json.dumps(list(cmdline)),
+    }
     if identity.boot_id is None or identity.start_ticks is None:
-        return int(conn.execute(insert(processes).values(values)
-                                .returning(processes.c.id)).scalar_one())
+        return int(
+            conn.execute(insert(processes).values(values).returning(processes.c.id)).scalar_one()
+        )
     _insert_ignoring_conflicts(conn, processes, [values])
     query = select(processes.c.id).where(
         processes.c.host == identity.host,
@@ -113,8 +134,19 @@ def sum_totals(items: Iterable[Mapping]) -> Totals:
 
 
 def _region_key(m: Mapping, kind: str) -> tuple[Any, ...]:
-    return (m.start, m.end, m.perms, m.offset, m.dev, m.inode, m.path, m.deleted, kind,
-            *(getattr(m, a) for a in SIZE_ATTRS), m.vm_flags)
+    return (
+        m.start,
+        m.end,
+        m.perms,
+        m.offset,
+        m.dev,
+        m.inode,
+        m.path,
+        m.deleted,
+        kind,
+        *(getattr(m, a) for a in SIZE_ATTRS),
+        m.vm_flags,
+    )
 
 
 def save_snapshot(
@@ -135,8 +167,16 @@ def save_snapshot(
 ) -> int:
     """Store one snapshot inside the caller's transaction; returns its id."""
     pid_row = process_id(conn, identity, command, cmdline, exe)
-    seq = int(conn.execute(select(func.coalesce(func.max(snapshots.c.seq), 0))
-                           .where(snapshots.c.process_id == pid_row)).scalar_one()) + 1
+    seq = (
+        int(
+            conn.execute(
+                select(func.coalesce(func.max(snapshots.c.seq), 0)).where(
+                    snapshots.c.process_id == pid_row
+                )
+            ).scalar_one()
+        )
+        + 1
+    )
     path_ids = intern_paths(conn, (m.path for m in mappings if m.path is not None))
 
     # Identical lines can occur in an imported text; each must still be stored.
@@ -158,18 +198,25 @@ def save_snapshot(
                 vanished.append(row.id)
     if vanished:
         conn.execute(
-            update(regions).where(regions.c.id == bindparam("rid"))
-            .values(last_seq=seq - 1),
+            update(regions).where(regions.c.id == bindparam("rid")).values(last_seq=seq - 1),
             [{"rid": rid} for rid in vanished],
         )
     new_rows = [
         {
-            "process_id": pid_row, "first_seq": seq, "last_seq": None,
-            "start_addr": m.start, "end_addr": m.end, "perms": m.perms, "offset": m.offset,
-            "dev": m.dev, "inode": m.inode,
+            "process_id": pid_row,
+            "first_seq": seq,
+            "last_seq": None,
+            "start_addr": m.start,
+            "end_addr": m.end,
+            "perms": m.perms,
+            "offset": m.offset,
+            "dev": m.dev,
+            "inode": m.inode,
             "path_id": None if m.path is None else path_ids[m.path],
-            "deleted": m.deleted, "kind": kinds[i],
-            **{a: getattr(m, a) for a in SIZE_ATTRS}, "vm_flags": m.vm_flags,
+            "deleted": m.deleted,
+            "kind": kinds[i],
+            **{a: getattr(m, a) for a in SIZE_ATTRS},
+            "vm_flags": m.vm_flags,
         }
         for indexes in wanted.values()
         for i in indexes
@@ -179,22 +226,44 @@ def save_snapshot(
         conn.execute(insert(regions), new_rows)
 
     totals = sum_totals(mappings)
-    snapshot_id = int(conn.execute(
-        insert(snapshots).values(
-            process_id=pid_row, seq=seq, taken_at=taken_at, label=label, source=source,
-            page_size=page_size, kernel=kernel, has_smaps=has_smaps,
-            regions=totals.regions, size=totals.size, rss=totals.rss, pss=totals.pss,
-            swap=totals.swap,
-        ).returning(snapshots.c.id)
-    ).scalar_one())
+    snapshot_id = int(
+        conn.execute(
+            insert(snapshots)
+            .values(
+                process_id=pid_row,
+                seq=seq,
+                taken_at=taken_at,
+                label=label,
+                source=source,
+                page_size=page_size,
+                kernel=kernel,
+                has_smaps=has_smaps,
+                regions=totals.regions,
+                size=totals.size,
+                rss=totals.rss,
+                pss=totals.pss,
+                swap=totals.swap,
+            )
+            .returning(snapshots.c.id)
+        ).scalar_one()
+    )
     by_kind: dict[str, list[Mapping]] = {}
     for m, kind in zip(mappings, kinds, strict=True):
         by_kind.setdefault(kind, []).append(m)
     kind_rows = []
     for kind, members in by_kind.items():
         t = sum_totals(members)
-        kind_rows.append({"snapshot_id": snapshot_id, "kind": kind, "regions": t.regions,
-                          "size": t.size, "rss": t.rss, "pss": t.pss, "swap": t.swap})
+        kind_rows.append(
+            {
+                "snapshot_id": snapshot_id,
+                "kind": kind,
+                "regions": t.regions,
+                "size": t.size,
+                "rss": t.rss,
+                "pss": t.pss,
+                "swap": t.swap,
+            }
+        )
     if kind_rows:
         conn.execute(insert(snapshot_kinds), kind_rows)
     return snapshot_id

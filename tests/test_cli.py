@@ -1,0 +1,215 @@
+"""The command line as a script sees it: exit codes, stdout, stderr, documents."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import MAPS, Cli, Target, fixture_text
+
+LOCAL_SMAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-smaps.txt"
+LOCAL_MAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
+
+
+def imported(cli: Cli, name: str, pid: int = 4242, *extra: str) -> int:
+    done = cli("record", "--from-file", str(MAPS / name), "--pid", str(pid), *extra)
+    assert done.exit_code == 0, done.stderr
+    return int(done.stdout.split()[1].rstrip(":"))
+
+
+def one_line_error(result: object, code: int) -> str:
+    assert result.exit_code == code, result
+    err = str(result.stderr)
+    assert "Traceback" not in err and 1 <= len(err.strip().splitlines()) <= 2, err
+    assert result.stdout == ""
+    return err
+
+
+def test_import_from_standard_input_keeps_smaps_sizes(sqlite_cli: Cli) -> None:
+    done = sqlite_cli(
+        "record",
+        "--from-file",
+        "-",
+        "--pid",
+        "77",
+        "--label",
+        "bug #12",
+        input=fixture_text(LOCAL_SMAPS),
+    )
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.startswith("snapshot 1: pid 77 (layout-demo), 37 regions")
+    doc = json.loads(sqlite_cli("show", "1", "--format", "json").stdout)
+    assert doc["format"] == 1 and doc["snapshot"]["label"] == "bug #12"
+    assert doc["snapshot"]["source"] == "file"
+    heap = next(r for r in doc["regions"] if r["kind"] == "heap")
+    assert heap["rss"] is not None and heap["start"] == "0x5625c0f08000"
+
+
+def test_maps_import_has_null_sizes_never_zero(sqlite_cli: Cli) -> None:
+    imported(sqlite_cli, LOCAL_MAPS)
+    doc = json.loads(sqlite_cli("show", "1", "--format", "json").stdout)
+    assert all(r["rss"] is None and r["pss"] is None for r in doc["regions"])
+    assert doc["snapshot"]["totals"]["rss"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["record", "--from-file", "x"], 2, "--pid"),
+        (["record"], 2, "PID"),
+        (["record", "--from-file", "/nonexistent/maps", "--pid", "1"], 1, "no such file"),
+        (["record", "999999999"], 1, "no such process"),
+        (["record", "notapid"], 2, "PID"),
+        (["show"], 2, "ID"),
+        (["show", "1", "--at", "now"], 2, "one of them"),
+        (["show", "5"], 1, "no snapshot 5"),
+        (["show", "1", "--style", "nonsense"], 2, "--style"),
+        (["show", "1", "--kind", "bogus"], 2, "--kind"),
+        (["show", "--at", "half past nine"], 2, "cannot read the time"),
+        (["list", "--since", "soonish"], 2, "cannot read the time"),
+        (["list", "--name", "("], 2, "regular expression"),
+        (["list", "--format", "xml"], 2, "xml"),
+        (["show", "1", "--no-such-option"], 2, "--no-such-option"),
+    ],
+)
+def test_errors_are_one_or_two_plain_lines(
+    sqlite_cli: Cli, args: list[str], code: int, needle: str
+) -> None:
+    err = one_line_error(sqlite_cli(*args), code)
+    assert needle in err
+
+
+def test_malformed_import_names_the_line_and_stores_nothing(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text(fixture_text(LOCAL_MAPS) + "this is not a maps line\n")
+    err = one_line_error(sqlite_cli("record", "--from-file", str(bad), "--pid", "1"), 1)
+    assert "line 38" in err and "this is not a maps line" in err
+    assert sqlite_cli("list", "--format", "json").stdout.count('"id"') == 0
+
+
+def test_kernel_thread_is_refused(sqlite_cli: Cli) -> None:
+    comm = Path("/proc/2/comm")
+    if not comm.exists() or comm.read_text().strip() != "kthreadd":
+        pytest.skip("this machine's pid 2 is not kthreadd (a container's pid namespace)")
+    err = one_line_error(sqlite_cli("record", "2"), 1)
+    assert "kernel thread" in err and "pid 2" in err
+
+
+def test_several_pids_one_failing(sqlite_cli: Cli, target: Target) -> None:
+    done = sqlite_cli("record", str(target.pid), "999999999", str(os.getpid()))
+    assert done.exit_code == 1
+    assert "pid 999999999: no such process" in done.stderr
+    assert len(done.stdout.splitlines()) == 2
+
+
+def test_list_filters_and_formats(sqlite_cli: Cli) -> None:
+    imported(sqlite_cli, LOCAL_MAPS, 10, "--label", "first")
+    imported(sqlite_cli, "bs_prog00-ubuntu-glibc2.35-gdb-noaslr-maps.txt", 20)
+    imported(sqlite_cli, LOCAL_MAPS, 10, "--label", "third")
+    table = sqlite_cli("list").stdout.splitlines()
+    assert table[0].split()[:4] == ["id", "taken", "at", "pid"]
+    assert [line.split()[0] for line in table[2:]] == ["3", "2", "1"]
+    by_pid = json.loads(sqlite_cli("list", "--pid", "10", "--format", "json").stdout)
+    assert [s["id"] for s in by_pid["snapshots"]] == [3, 1]
+    by_name = json.loads(sqlite_cli("list", "--name", "^prog", "--format", "json").stdout)
+    assert [s["command"] for s in by_name["snapshots"]] == ["program"]
+    limited = json.loads(sqlite_cli("list", "--limit", "1", "--format", "json").stdout)
+    assert [s["label"] for s in limited["snapshots"]] == ["third"]
+    assert json.loads(sqlite_cli("list", "--since", "1h ago", "--format", "json").stdout)[
+        "snapshots"
+    ]
+    assert (
+        json.loads(sqlite_cli("list", "--until", "1h ago", "--format", "json").stdout)["snapshots"]
+        == []
+    )
+    rows = list(csv.DictReader(io.StringIO(sqlite_cli("list", "--format", "csv").stdout)))
+    assert [r["id"] for r in rows] == ["3", "2", "1"] and rows[0]["label"] == "third"
+
+
+def test_show_table_has_the_columns_of_the_original_program(sqlite_cli: Cli) -> None:
+    imported(sqlite_cli, LOCAL_SMAPS)
+    out = sqlite_cli("show", "1").stdout.splitlines()
+    header = next(line for line in out if line.startswith("kind"))
+    assert header.split() == ["kind", "start-end", "size", "pages", "perms", "rss", "path"]
+    heap = next(line for line in out if line.startswith("heap"))
+    # Addresses are padded to the widest one: [vsyscall] needs all 16 digits.
+    assert heap.split()[:6] == [
+        "heap",
+        "00005625c0f08000-00005625c11ff000",
+        "3.0",
+        "MiB",
+        "759",
+        "rw-p",
+    ]
+    weird = next(line for line in out if "we ird" in line)
+    assert weird.endswith("/var/tmp/demo/we ird\\012name.bin")  # one row, one line
+    assert any(line.endswith("/var/tmp/demo/gone.bin (deleted)") for line in out)
+
+
+def test_show_gaps_top_down_kind_and_summary(sqlite_cli: Cli) -> None:
+    imported(sqlite_cli, LOCAL_SMAPS)
+    plain = json.loads(sqlite_cli("show", "1", "--format", "json").stdout)["regions"]
+    gaps = json.loads(sqlite_cli("show", "1", "--gaps", "--format", "json").stdout)["regions"]
+    holes = [r for r in gaps if r["kind"] == "gap"]
+    assert len(gaps) == len(plain) + len(holes) and holes
+    for before, hole, after in zip(gaps, gaps[1:], gaps[2:], strict=False):
+        if hole["kind"] == "gap":
+            assert before["end"] == hole["start"] and hole["end"] == after["start"]
+    down = json.loads(sqlite_cli("show", "1", "--top-down", "--format", "json").stdout)
+    assert down["regions"] == list(reversed(plain))
+    only = json.loads(
+        sqlite_cli("show", "1", "--kind", "heap", "--kind", "stack", "--format", "json").stdout
+    )["regions"]
+    assert sorted(r["kind"] for r in only) == ["heap", "stack"]
+    summary = json.loads(sqlite_cli("show", "1", "--summary", "--format", "json").stdout)
+    assert summary["kinds"]["lib-text"]["regions"] == 3
+    assert sum(k["size"] for k in summary["kinds"].values()) == sum(r["size"] for r in plain)
+    table = sqlite_cli("show", "1", "--summary", "--style", "github").stdout
+    assert "| lib-text" in table
+
+
+def test_show_csv_has_every_region(sqlite_cli: Cli) -> None:
+    imported(sqlite_cli, LOCAL_SMAPS)
+    rows = list(csv.DictReader(io.StringIO(sqlite_cli("show", "1", "--format", "csv").stdout)))
+    assert len(rows) == 37 and rows[0]["start"] == "0x5625a116b000"
+    assert [r for r in rows if r["kind"] == "file"][1]["path"] == "/var/tmp/demo/we ird\nname.bin"
+
+
+def test_show_at_picks_the_latest_before(sqlite_cli: Cli) -> None:
+    imported(sqlite_cli, LOCAL_MAPS, 10)
+    imported(sqlite_cli, LOCAL_MAPS, 10)
+    doc = json.loads(sqlite_cli("show", "--at", "now", "--pid", "10", "--format", "json").stdout)
+    assert doc["snapshot"]["id"] == 2
+    err = one_line_error(sqlite_cli("show", "--at", "1h ago", "--pid", "10"), 1)
+    assert "nothing recorded" in err
+
+
+def test_colors_only_on_request_and_with_a_legend() -> None:
+    from memsnap.render import paint
+
+    assert paint("heap", "heap", True) == "\x1b[1;32mheap\x1b[0m"
+    assert paint("heap", "heap", False) == "heap"
+
+
+def test_no_color_and_pipes_get_plain_text(sqlite_cli: Cli) -> None:
+    imported(sqlite_cli, LOCAL_SMAPS)
+    assert "\x1b[" not in sqlite_cli("show", "1").stdout
+
+
+def test_every_command_has_help(sqlite_cli: Cli) -> None:
+    for command in ("record", "list", "show"):
+        out = sqlite_cli(command, "--help")
+        assert out.exit_code == 0 and "Usage" in out.stdout and len(out.stdout) > 200
+
+
+def test_unopenable_database_is_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"\x00" * 1000)
+    err = one_line_error(Cli(str(path))("list"), 1)
+    assert "not a memsnap database" in err
