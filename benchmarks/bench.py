@@ -1,0 +1,170 @@
+"""memsnap against `pmap -X` on the same process, in the same run.
+
+Builds a helper process with N one-page mappings of alternating protections (the kernel
+cannot merge them), then times each memsnap command against `pmap -X PID`, alternating
+the two so both see the same machine state, and prints medians and their ratio.
+
+    python benchmarks/bench.py                 # 60,000 mappings, 5 rounds
+    python benchmarks/bench.py --mappings 20000 --rounds 3
+
+Needs a C compiler (for the helper), pmap (procps) and an installed `memsnap`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HELPER_SOURCE = Path(__file__).resolve().parent.parent / "tests" / "helpers" / "target.c"
+
+
+def run(argv: list[str]) -> tuple[float, int]:
+    """Wall time of one command and its peak resident size in bytes."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        sys.exit(f"{' '.join(argv)} failed ({proc.returncode}): {err.strip()}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+class Helper:
+    """A live process with many mappings, built from the tests' helper program."""
+
+    def __init__(self, workdir: Path, mappings: int) -> None:
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            sys.exit("a C compiler (cc) is needed to build the helper process")
+        binary = workdir / "target"
+        subprocess.run(
+            [cc, "-O1", "-o", str(binary), str(HELPER_SOURCE), "-ldl", "-lpthread"], check=True
+        )
+        self.proc = subprocess.Popen(
+            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.pid = int(self.proc.stdout.readline().split()[1])
+        self.send(f"pages {mappings}")
+
+    def send(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        if not answer.startswith("ok"):
+            sys.exit(f"helper: {command}: {answer}")
+        return answer
+
+    def regions(self) -> int:
+        with open(f"/proc/{self.pid}/maps", "rb") as f:
+            return f.read().count(b"\n")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def compare(
+    name: str,
+    memsnap: Callable[[], list[str]],
+    baseline: list[str],
+    rounds: int,
+    target: float,
+    prepare: Callable[[], None] | None = None,
+) -> tuple[str, float, float, float, float, int]:
+    ours, theirs, peaks = [], [], []
+    for _ in range(rounds):
+        if prepare is not None:
+            prepare()
+        elapsed, peak = run(memsnap())
+        ours.append(elapsed)
+        peaks.append(peak)
+        theirs.append(run(baseline)[0])
+    a, b = statistics.median(ours), statistics.median(theirs)
+    return name, a, b, a / b, target, max(peaks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mappings", type=int, default=60_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    memsnap = shutil.which("memsnap")
+    if memsnap is None or shutil.which("pmap") is None:
+        sys.exit("needs an installed memsnap and pmap on PATH")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        helper = Helper(work, args.mappings)
+        try:
+            pid = str(helper.pid)
+            pmap = ["pmap", "-X", pid]
+            db = str(work / "bench.db")
+            counter = iter(range(10**6))
+            # A database that exists and holds one small snapshot, not yet this process.
+            run([memsnap, "--db", db, "record", str(os.getpid())])
+
+            def fresh_db() -> list[str]:
+                copy = work / f"fresh-{next(counter)}.db"
+                shutil.copy(db, copy)
+                return [memsnap, "--db", str(copy), "record", pid]
+
+            print(f"helper pid {pid}: {helper.regions()} mappings; {args.rounds} rounds\n")
+            results = [
+                compare("record (new process)", fresh_db, pmap, args.rounds, 1.0),
+            ]
+            run([memsnap, "--db", db, "record", pid])
+            results.append(
+                compare(
+                    "record (unchanged)",
+                    lambda: [memsnap, "--db", db, "record", pid],
+                    pmap,
+                    args.rounds,
+                    0.8,
+                )
+            )
+            results.append(
+                compare(
+                    "show (table)",
+                    lambda: [memsnap, "--db", db, "show", "2"],
+                    pmap,
+                    args.rounds,
+                    1.0,
+                )
+            )
+        finally:
+            helper.stop()
+        small = str(work / "small.db")
+        run([memsnap, "--db", small, "record", str(os.getpid())])
+        results.append(
+            compare(
+                "list (small db) vs import sqlalchemy",
+                lambda: [memsnap, "--db", small, "list"],
+                [sys.executable, "-c", "import sqlalchemy"],
+                args.rounds,
+                1.5,
+            )
+        )
+
+    print(f"{'what':40} {'memsnap':>9} {'baseline':>9} {'ratio':>7} {'target':>7}  peak RSS")
+    for name, ours, theirs, ratio, target, peak in results:
+        flag = "ok" if ratio <= target else "OVER"
+        print(
+            f"{name:40} {ours:8.3f}s {theirs:8.3f}s {ratio:6.2f}x {target:6.2f}x  "
+            f"{peak / 2**20:6.0f} MiB  {flag}"
+        )
+
+
+if __name__ == "__main__":
+    main()
