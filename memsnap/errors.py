@@ -19,6 +19,10 @@ class ProcessError(MemsnapError):
     """A process could not be read: gone, forbidden, a kernel thread, reused pid."""
 
 
+class ProcessGone(ProcessError):
+    """The process has exited: no such pid, a zombie, or its pid now names another."""
+
+
 class ParseError(MemsnapError):
     """A maps or smaps text that is not what the kernel prints; names the line."""
 
@@ -35,3 +39,7 @@ class DatabaseError(MemsnapError):
 
 class NotFoundError(MemsnapError):
     """A snapshot, process or time with nothing recorded for it."""
+
+
+class MemsnapInterrupted(MemsnapError):
+    """Ctrl-C, after whatever was finished has been kept (exit 130)."""

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Row, Select, and_, or_, select
 
+from memsnap.diff import Diff, diff_snapshots, libraries, same_process
 from memsnap.errors import NotFoundError
 from memsnap.model import SIZE_ATTRS, ProcessIdentity, Region, Snapshot, Totals
 from memsnap.store.schema import paths, processes, regions, snapshot_kinds, snapshots
@@ -251,3 +252,17 @@ def process_snapshots(
 
 def _fields(s: Snapshot) -> dict[str, Any]:
     return {f: getattr(s, f) for f in Snapshot.__dataclass_fields__}
+
+
+def diff_between(conn: Connection, a: Snapshot, b: Snapshot) -> Diff:
+    """The diff from a to b, reading only changed rows when both are one process."""
+    if same_process(a, b):
+        lo, hi = (a, b) if a.seq <= b.seq else (b, a)
+        gone, came = changed_regions(conn, lo, hi)
+        both = paths_alive_at_both(conn, lo, hi, libraries(gone) | libraries(came))
+        before, after = (gone, came) if lo is a else (came, gone)
+        return diff_snapshots(
+            a, b, before, after, "address", libraries(before) | both, libraries(after) | both
+        )
+    full_a, full_b = layout(conn, a), layout(conn, b)
+    return diff_snapshots(a, b, full_a, full_b, "identity", libraries(full_a), libraries(full_b))

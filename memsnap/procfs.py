@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from memsnap.errors import ProcessError
+from memsnap.errors import ProcessError, ProcessGone
 from memsnap.model import ProcessIdentity
 
 DEFAULT_PROC = "/proc"
@@ -67,7 +67,7 @@ def _translate(pid: int) -> Iterator[None]:
     try:
         yield
     except (FileNotFoundError, ProcessLookupError):
-        raise ProcessError(f"pid {pid}: no such process") from None
+        raise ProcessGone(f"pid {pid}: no such process") from None
     except PermissionError:
         raise ProcessError(
             f"pid {pid}: permission denied (reading another user's process needs root "
@@ -76,7 +76,7 @@ def _translate(pid: int) -> Iterator[None]:
     except OSError as exc:
         # ESRCH shows up as a plain OSError when the process dies mid-read.
         if exc.errno == 3:
-            raise ProcessError(f"pid {pid}: no such process") from None
+            raise ProcessGone(f"pid {pid}: no such process") from None
         raise ProcessError(f"pid {pid}: cannot read: {exc.strerror or exc}") from None
 
 
@@ -172,11 +172,11 @@ class Proc:
             text = read_file(self.pid_dir(pid) / ("smaps" if smaps else "maps"))
         if not text:
             if self.state(pid) == "Z":
-                raise ProcessError(f"pid {pid}: zombie process: its memory is already gone")
+                raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
             raise ProcessError(f"pid {pid}: kernel thread: no user address space")
         pointers = self.thread_stack_pointers(pid)
         if self.start_ticks(pid) != info.identity.start_ticks:
-            raise ProcessError(f"pid {pid}: the process exited and its pid was reused")
+            raise ProcessGone(f"pid {pid}: the process exited and its pid was reused")
         return Capture(info=info, text=text, has_smaps=smaps, thread_stack_pointers=pointers)
 
     def pids(self) -> list[int]:

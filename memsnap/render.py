@@ -19,6 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals
+from memsnap.units import human
 
 FORMAT_VERSION = 1
 
@@ -44,29 +45,6 @@ KIND_COLORS: dict[str, str] = {
     "other": "37",
     "gap": "2;37",
 }
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-
-
-def human(n: int | None) -> str:
-    """A size in 1024-based units: `512 B`, `4.0 KiB`, `30.0 MiB`; `-` when unknown."""
-    if n is None:
-        return "-"
-    value = float(abs(n))
-    unit = 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    sign = "-" if n < 0 else ""
-    if unit == 0:
-        return f"{sign}{int(value)} B"
-    return f"{sign}{value:.1f} {_UNITS[unit]}"
-
-
-def signed_human(n: int | None) -> str:
-    """A change in size: `+30.0 MiB`, `-4.0 KiB`, `0 B`."""
-    if n is None:
-        return "-"
-    return ("+" if n > 0 else "") + human(n)
 
 
 def paint(text: str, kind: str, color: bool) -> str:

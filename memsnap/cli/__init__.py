@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from memsnap import __version__
-from memsnap.errors import MemsnapError, UsageError
+from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -51,6 +51,8 @@ class MemsnapGroup(TyperGroup):
             )
         except UsageError as exc:
             fail(str(exc), EXIT_USAGE)
+        except MemsnapInterrupted as exc:
+            fail(str(exc), EXIT_INTERRUPTED)
         except MemsnapError as exc:
             fail(str(exc), EXIT_FAILURE)
         except (KeyboardInterrupt, typer.Abort):
@@ -105,11 +107,13 @@ def _global(
 
 
 def _register() -> None:
-    from memsnap.cli import list_cmd, record_cmd, show_cmd
+    from memsnap.cli import diff_cmd, list_cmd, record_cmd, replay_cmd, show_cmd
 
     app.command("record")(record_cmd.record)
     app.command("list")(list_cmd.list_snapshots)
     app.command("show")(show_cmd.show)
+    app.command("diff")(diff_cmd.diff)
+    app.command("replay")(replay_cmd.replay)
 
 
 _register()

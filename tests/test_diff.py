@@ -1,0 +1,279 @@
+"""Diffs, time travel, replay and watch, driven by live processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from conftest import MAPS, Cli, Target
+
+from memsnap.parse import parse_text
+from memsnap.procfs import read_file
+
+MiB = 1 << 20
+
+
+def record(cli: Cli, pid: int, *extra: str) -> int:
+    done = cli("record", str(pid), *extra)
+    assert done.exit_code == 0, done.stderr
+    return int(done.stdout.split()[1].rstrip(":"))
+
+
+def diff(cli: Cli, a: int, b: int) -> dict[str, object]:
+    out = cli("diff", str(a), str(b), "--format", "json")
+    assert out.exit_code == 0, out.stderr
+    doc: dict[str, object] = json.loads(out.stdout)
+    return doc
+
+
+def kernel_size(pid: int, name: str) -> int:
+    maps = parse_text(read_file(f"/proc/{pid}/maps")).mappings
+    return sum(m.size for m in maps if m.path == name)
+
+
+def close_to(measured: int, expected: int, share: float = 0.05) -> bool:
+    return abs(measured - expected) <= share * expected
+
+
+def test_a_process_changing_over_time(cli: Cli, target: Target) -> None:
+    s0 = record(cli, target.pid)
+    heap0, stack0 = kernel_size(target.pid, "[heap]"), kernel_size(target.pid, "[stack]")
+    target.send("dlopen libz.so.1")
+    target.send("heap 31457280")
+    target.send("stack 1572864")
+    anon = target.address("anon 7340032")
+    rwx = target.address("rwx")
+    s1 = record(cli, target.pid)
+    heap1, stack1 = kernel_size(target.pid, "[heap]"), kernel_size(target.pid, "[stack]")
+    target.send("dlclose")
+    s2 = record(cli, target.pid)
+
+    d = diff(cli, s0, s1)
+    assert d["match"] == "address" and d["format"] == 1
+    assert [Path(p).name for p in d["libraries"]["loaded"]] == ["libz.so.1.2.13"]  # type: ignore[index]
+    assert d["libraries"]["unloaded"] == []  # type: ignore[index]
+    heap = d["heap"]["delta"]  # type: ignore[index]
+    assert heap["size"] == heap1 - heap0 and close_to(heap["size"], 30 * MiB)
+    assert close_to(heap["rss"], 30 * MiB)
+    stack = d["stack"]["delta"]  # type: ignore[index]
+    assert stack["size"] == stack1 - stack0 and close_to(stack["size"], 1572864, 0.1)
+    assert close_to(d["kinds"]["anon"]["delta"]["size"], 7 * MiB)  # type: ignore[index]
+    assert close_to(d["kinds"]["anon"]["delta"]["rss"], 7 * MiB)  # type: ignore[index]
+    wx = d["callouts"]["writable_executable"]  # type: ignore[index]
+    assert [int(r["start"], 16) for r in wx] == [rwx]
+    new_x = {r["kind"] for r in d["callouts"]["new_executable"]}  # type: ignore[index]
+    assert new_x == {"anon", "lib-text"}
+    added = d["regions"]["added"]  # type: ignore[index]
+    assert any(int(r["start"], 16) <= anon < int(r["end"], 16) for r in added) or any(
+        int(c["after"]["start"], 16) <= anon < int(c["after"]["end"], 16)
+        for c in d["regions"]["changed"]  # type: ignore[index]
+    )
+    heap_change = [c for c in d["regions"]["changed"] if c["after"]["kind"] == "heap"]  # type: ignore[index]
+    assert heap_change[0]["changes"][:2] == ["size", "end"]
+    stack_change = [c for c in d["regions"]["changed"] if c["after"]["kind"] == "stack"]  # type: ignore[index]
+    assert "start" in stack_change[0]["changes"] and "end" not in stack_change[0]["changes"]
+
+    d2 = diff(cli, s1, s2)
+    assert [Path(p).name for p in d2["libraries"]["unloaded"]] == ["libz.so.1.2.13"]  # type: ignore[index]
+    assert d2["libraries"]["loaded"] == [] and d2["heap"]["delta"]["size"] == 0  # type: ignore[index]
+    removed = d2["regions"]["removed"]  # type: ignore[index]
+    assert {r["kind"] for r in removed} <= {"lib-text", "lib-rodata", "lib-data", "lib-bss"}
+    assert d2["callouts"]["new_executable"] == []  # type: ignore[index]
+
+    table = cli("diff", str(s0), str(s1)).stdout
+    assert "+ /usr/lib/x86_64-linux-gnu/libz.so" in table or "libz.so" in table
+    assert "+30.0 MiB" in table and "! writable and executable" in table
+    backwards = diff(cli, s1, s0)
+    assert backwards["heap"]["delta"]["size"] == -heap["size"]  # type: ignore[index]
+    assert [Path(p).name for p in backwards["libraries"]["unloaded"]] == ["libz.so.1.2.13"]  # type: ignore[index]
+
+
+def test_mprotect_adding_x_is_called_out(sqlite_cli: Cli, tmp_path: Path) -> None:
+    text = MAPS / "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
+    lines = text.read_text().split("\n")
+    changed = [
+        ln.replace("7fde873b8000-7fde873ba000 rw-p", "7fde873b8000-7fde873ba000 r-xp")
+        for ln in lines
+    ]
+    # Two imports are two processes: matched by identity, so paths/offsets pair up.
+    a = sqlite_cli("record", "--from-file", "-", "--pid", "1", input="\n".join(lines))
+    b = sqlite_cli("record", "--from-file", "-", "--pid", "1", input="\n".join(changed))
+    assert a.exit_code == b.exit_code == 0
+    d = diff(sqlite_cli, 1, 2)
+    assert d["match"] == "identity"
+    made = d["callouts"]["made_executable"]  # type: ignore[index]
+    assert [(m["before"]["perms"], m["after"]["perms"]) for m in made] == [("rw-p", "r-xp")]
+
+
+def test_two_runs_of_one_program_match_by_identity(cli: Cli, target_binary: Path) -> None:
+    one, two = Target(target_binary), Target(target_binary)
+    try:
+        two.send("dlopen libz.so.1")
+        a, b = record(cli, one.pid), record(cli, two.pid)
+    finally:
+        one.stop()
+        two.stop()
+    d = diff(cli, a, b)
+    assert d["match"] == "identity"
+    assert [Path(p).name for p in d["libraries"]["loaded"]] == ["libz.so.1.2.13"]  # type: ignore[index]
+    assert d["libraries"]["unloaded"] == []  # type: ignore[index]
+    moved = d["regions"]  # type: ignore[assignment]
+    for side in ("added", "removed"):
+        paths = {r["path"] for r in moved[side] if r["path"]}  # type: ignore[index]
+        assert all("libz" in p for p in paths), (side, paths)
+    for c in moved["changed"]:  # type: ignore[index]
+        assert "start" not in c["changes"] and "end" not in c["changes"]
+        assert not (c["after"]["path"] or "").endswith(("libc.so.6", "/target")) or set(
+            c["changes"]
+        ) <= {"rss", "pss", "size", "swap"}
+
+
+def test_show_at_spellings_and_errors(sqlite_cli: Cli, target: Target) -> None:
+    first = record(sqlite_cli, target.pid)
+    time.sleep(1.1)
+    middle = datetime.now(timezone.utc)
+    time.sleep(1.1)
+    second = record(sqlite_cli, target.pid)
+
+    def at(when: str, *extra: str) -> int:
+        out = sqlite_cli("show", "--at", when, *extra, "--format", "json")
+        assert out.exit_code == 0, out.stderr
+        return int(json.loads(out.stdout)["snapshot"]["id"])
+
+    local = middle.astimezone().replace(tzinfo=None)
+    assert at(middle.isoformat()) == first
+    assert at(local.isoformat(sep=" ", timespec="seconds")) == first  # no offset: local
+    assert at(str(int(middle.timestamp()))) == first
+    assert at("now") == second
+    assert at("0s ago", "--pid", str(target.pid)) == second
+    assert at("1 sec ago") == first
+    late = sqlite_cli("show", "--at", "10m ago")
+    assert late.exit_code == 1 and "nothing recorded" in late.stderr
+    bad = sqlite_cli("show", "--at", "ten past")
+    assert bad.exit_code == 2
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        record(sqlite_cli, other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    several = sqlite_cli("show", "--at", "now")
+    assert several.exit_code == 1
+    assert str(target.pid) in several.stderr and str(other.pid) in several.stderr
+    assert at("now", "--name", "^target$") == second
+
+
+def test_replay(sqlite_cli: Cli, target: Target) -> None:
+    ids = [record(sqlite_cli, target.pid)]
+    target.send("heap 10485760")
+    ids.append(record(sqlite_cli, target.pid))
+    target.send("dlopen libz.so.1")
+    ids.append(record(sqlite_cli, target.pid))
+    out = sqlite_cli("replay", "--pid", str(target.pid), "--format", "json")
+    steps = json.loads(out.stdout)["steps"]
+    assert [s["snapshot"]["id"] for s in steps] == ids
+    assert steps[0]["diff"] is None
+    assert steps[1]["diff"]["heap"]["delta"]["size"] == 10485760
+    assert steps[2]["diff"]["libraries"]["loaded"][0].endswith("libz.so.1.2.13")
+    table = sqlite_cli("replay", "--pid", str(target.pid)).stdout
+    assert "+10.0 MiB" in table and "libz.so" in table
+    since = sqlite_cli("replay", "--pid", str(target.pid), "--since", "now")
+    assert since.exit_code == 1 and "no snapshots" in since.stderr
+
+
+def _memsnap(db: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "memsnap", "--db", db, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _complete(cli: Cli) -> list[dict[str, object]]:
+    """Every snapshot, checked to hold exactly as many regions as its totals say."""
+    snaps = json.loads(cli("list", "--format", "json").stdout)["snapshots"]
+    for s in snaps:
+        shown = json.loads(cli("show", str(s["id"]), "--format", "json").stdout)
+        assert len(shown["regions"]) == s["totals"]["regions"] > 0
+    return list(snaps)
+
+
+def test_watch_until_the_process_exits(sqlite_url: str) -> None:
+    child = subprocess.Popen(["sleep", "1.5"])
+    watcher = _memsnap(sqlite_url, "record", str(child.pid), "--every", "0.2")
+    out, err = watcher.communicate(timeout=30)
+    child.wait()
+    assert watcher.returncode == 0, err
+    assert f"pid {child.pid} exited" in err
+    kept = _complete(Cli(sqlite_url))
+    assert len(kept) == len(out.splitlines()) >= 3
+
+
+def test_watch_interrupted_keeps_every_finished_snapshot(sqlite_url: str, target: Target) -> None:
+    target.send("pages 3000")  # a bigger process: a snapshot takes long enough to hit
+    watcher = _memsnap(sqlite_url, "record", str(target.pid), "--every", "0.05")
+    time.sleep(2.5)
+    watcher.send_signal(signal.SIGINT)
+    out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    kept = _complete(Cli(sqlite_url))
+    assert len(kept) == len(out.splitlines()) >= 2
+
+
+def test_watch_count(sqlite_cli: Cli, target: Target) -> None:
+    out = sqlite_cli("record", str(target.pid), "--every", "0.1", "--count", "3")
+    assert out.exit_code == 0 and len(out.stdout.splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--every", "0"],
+        ["--every", "-1"],
+        ["--every", "1e12"],
+        ["--every", "1", "--count", "0"],
+        ["--count", "2"],
+    ],
+)
+def test_watch_usage_errors(sqlite_cli: Cli, args: list[str]) -> None:
+    out = sqlite_cli("record", str(os.getpid()), *args)
+    assert out.exit_code == 2 and out.stdout == ""
+
+
+def test_storage_grows_with_change_not_time(tmp_path: Path, target: Target) -> None:
+    """Recording an unchanged 20,000-mapping process 30 more times costs less than its
+    first snapshot did."""
+    from memsnap.procfs import Proc
+    from memsnap.record import record_pid
+    from memsnap.store.database import open_database
+
+    path = tmp_path / "growth.db"
+    target.send("pages 20000")
+    db = open_database(str(path))
+
+    def size() -> int:
+        with db.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return path.stat().st_size
+
+    try:
+        empty = size()
+        proc = Proc()
+        record_pid(db, proc, target.pid)
+        first = size() - empty
+        for _ in range(30):
+            record_pid(db, proc, target.pid)
+        growth = size() - empty - first
+    finally:
+        db.close()
+    print(f"first snapshot {first} bytes; 30 more: {growth} bytes; ratio {growth / first:.4f}")
+    assert growth < first
