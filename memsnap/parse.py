@@ -25,11 +25,12 @@ colon, a header's is an address range.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from memsnap.errors import ParseError
-from memsnap.model import SMAPS_FIELDS, Mapping
+from memsnap.model import SIZE_ATTRS, SMAPS_FIELDS, Mapping
 
 _HEADER = re.compile(
     r"([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) ([r-][w-][x-][ps]) ([0-9a-fA-F]{1,16}) "
@@ -50,7 +51,7 @@ class Parsed:
 
 def decode_path(raw: str | None) -> tuple[str | None, bool]:
     """Turn the text after the inode into (path, deleted): suffix off, escapes undone."""
-    if not raw:
+    if not raw or not raw.strip():
         return None, False
     deleted = raw.endswith(_DELETED)
     if deleted:
@@ -141,6 +142,102 @@ def parse_lines(lines: Iterable[str]) -> Parsed:
     return Parsed(mappings, has_smaps)
 
 
+_HEADERS = re.compile(
+    r"^([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) ([r-][w-][x-][ps]) ([0-9a-fA-F]{1,16}) "
+    r"([0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,8}) +([0-9]{1,20})(?:[ \t]+(.*))?$",
+    re.MULTILINE,
+)
+_VMFLAGS = "VmFlags:"
+
+
+def _block_stride(lines: list[str]) -> int:
+    """Lines per mapping when every smaps block has the same keys (one kernel prints
+    them in one fixed order); the position of the second header."""
+    for i in range(1, len(lines)):
+        first = lines[i].split(None, 1)
+        if not first or not first[0].endswith(":"):
+            return i
+    return len(lines)
+
+
+def _column_sizes(column: list[str], key: str) -> list[int | None] | None:
+    """The sizes of one smaps key over all blocks, in bytes; None if any is odd."""
+    tokens = " ".join(column).split()
+    if len(tokens) != 3 * len(column) or tokens[0::3].count(key + ":") != len(column):
+        return None
+    if tokens[2::3].count("kB") != len(column):
+        return None
+    try:
+        return [n << 10 for n in map(int, tokens[1::3])]
+    except ValueError:
+        return None
+
+
+def _parse_strided(lines: list[str]) -> Parsed | None:
+    """The fast path: slice the lines by the block stride and convert whole columns at
+    once. Returns None whenever anything is irregular; the line-by-line parser then
+    takes over (and names the offending line)."""
+    if not lines:
+        return Parsed([], False)
+    stride = _block_stride(lines)
+    if len(lines) % stride:
+        return None
+    headers = lines[0::stride]
+    matches = _HEADERS.findall("\n".join(headers))
+    if len(matches) != len(headers):
+        return None
+    starts, ends, perms, offsets, devs, inodes, raw_paths = zip(*matches, strict=True)
+    count = len(headers)
+    columns: dict[str, Sequence[int | None] | Sequence[str | None]] = {}
+    for j in range(1, stride):
+        key = lines[j].split(":", 1)[0]
+        if key not in _KEY_TO_ATTR and key != "VmFlags":
+            # A key memsnap does not keep is not even looked at: had any block a key in
+            # another place, a kept key's column would hold a stranger and fail its check.
+            continue
+        column = lines[j::stride]
+        if key == "VmFlags":
+            if sum(1 for line in column if line.startswith(_VMFLAGS)) != count:
+                return None
+            columns["vm_flags"] = [line[len(_VMFLAGS) :].strip() for line in column]
+            continue
+        attr = _KEY_TO_ATTR[key]
+        sizes = _column_sizes(column, key)
+        if sizes is None:
+            return None
+        columns[attr] = sizes
+    decoded = [decode_path(p) for p in raw_paths]
+    none: list[None] = [None] * count
+    mappings = list(
+        map(
+            Mapping._make,
+            zip(
+                map(int, starts, repeat(16)),
+                map(int, ends, repeat(16)),
+                perms,
+                map(int, offsets, repeat(16)),
+                [d.lower() for d in devs],
+                map(int, inodes),
+                [p for p, _ in decoded],
+                [d for _, d in decoded],
+                *(columns.get(attr, none) for attr in SIZE_ATTRS),
+                columns.get("vm_flags", none),
+                strict=True,
+            ),
+        )
+    )
+    for m in mappings:
+        if m.end < m.start or m.inode >= _MAX_ADDRESS:
+            return None
+    return Parsed(mappings, stride > 1)
+
+
 def parse_text(text: str) -> Parsed:
     """Parse a whole maps or smaps text; smaps when any field line is present."""
-    return parse_lines(text.split("\n"))
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    fast = _parse_strided(lines)
+    if fast is not None:
+        return fast
+    return parse_lines(lines)

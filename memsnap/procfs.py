@@ -11,6 +11,7 @@ elsewhere.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 from collections.abc import Iterator
@@ -44,10 +45,17 @@ class Capture:
     text: str
     has_smaps: bool
     thread_stack_pointers: tuple[int, ...]
+    # Hash of everything classifying depends on: equal digests mean equal snapshots.
+    digest: str
 
 
 def read_file(path: str | Path) -> str:
     """One `read()` of a whole /proc file, decoded without ever failing on odd bytes."""
+    return read_bytes(path).decode("utf-8", "surrogateescape")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """One `read()` of a whole /proc file (more only for what did not fit)."""
     with open(path, "rb", buffering=0) as f:
         chunks = []
         # A single read of a large enough buffer: seq_file fills it in one go as long as
@@ -59,7 +67,7 @@ def read_file(path: str | Path) -> str:
                 break
             chunks.append(chunk)
             size = max(size, len(chunk) * 2)
-    return b"".join(chunks).decode("utf-8", "surrogateescape")
+    return b"".join(chunks)
 
 
 @contextlib.contextmanager
@@ -169,15 +177,23 @@ class Proc:
         """
         info = self.info(pid)
         with _translate(pid):
-            text = read_file(self.pid_dir(pid) / ("smaps" if smaps else "maps"))
-        if not text:
+            raw = read_bytes(self.pid_dir(pid) / ("smaps" if smaps else "maps"))
+        if not raw:
             if self.state(pid) == "Z":
                 raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
             raise ProcessError(f"pid {pid}: kernel thread: no user address space")
         pointers = self.thread_stack_pointers(pid)
         if self.start_ticks(pid) != info.identity.start_ticks:
             raise ProcessGone(f"pid {pid}: the process exited and its pid was reused")
-        return Capture(info=info, text=text, has_smaps=smaps, thread_stack_pointers=pointers)
+        digest = hashlib.blake2b(raw, digest_size=20)
+        digest.update(repr((smaps, info.exe, sorted(pointers), info.page_size)).encode())
+        return Capture(
+            info=info,
+            text=raw.decode("utf-8", "surrogateescape"),
+            has_smaps=smaps,
+            thread_stack_pointers=pointers,
+            digest=digest.hexdigest(),
+        )
 
     def pids(self) -> list[int]:
         """Every pid in the proc root, ascending."""

@@ -20,7 +20,7 @@ from memsnap.model import Mapping, ProcessIdentity, Totals
 from memsnap.parse import parse_text
 from memsnap.procfs import Capture, Proc
 from memsnap.store.database import Database
-from memsnap.store.writer import save_snapshot, sum_totals
+from memsnap.store.writer import SnapshotInfo, save_snapshot, save_unchanged, sum_totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +62,35 @@ def _same_inode(path: str, inode: int) -> bool:
         return False
 
 
+def _info(capture: Capture, label: str | None, taken_at: datetime) -> SnapshotInfo:
+    info = capture.info
+    return SnapshotInfo(
+        identity=info.identity,
+        command=info.command,
+        cmdline=info.cmdline,
+        exe=info.exe,
+        taken_at=taken_at,
+        label=label,
+        source="live",
+        page_size=info.page_size,
+        kernel=info.kernel,
+        has_smaps=capture.has_smaps,
+        digest=capture.digest,
+    )
+
+
 def record_capture(
     db: Database, proc: Proc, capture: Capture, label: str | None, taken_at: datetime
 ) -> Recorded:
-    parsed = parse_text(capture.text)
+    """Store a capture: a copy of the latest snapshot when nothing changed since, else
+    parsed, classified and compared region by region."""
     info = capture.info
+    snapshot = _info(capture, label, taken_at)
+    with db.writing() as conn:
+        same = save_unchanged(conn, snapshot)
+    if same is not None:
+        return Recorded(same[0], info.identity.pid, info.command, same[1])
+    parsed = parse_text(capture.text)
     # A running thread has no readable stack pointer; then the guard-page rule helps.
     threads = Threads(capture.thread_stack_pointers, some_unknown=True)
     kinds = classify(
@@ -77,21 +101,7 @@ def record_capture(
         info.page_size,
     )
     with db.writing() as conn:
-        snapshot_id = save_snapshot(
-            conn,
-            identity=info.identity,
-            command=info.command,
-            cmdline=info.cmdline,
-            exe=info.exe,
-            taken_at=taken_at,
-            label=label,
-            source="live",
-            page_size=info.page_size,
-            kernel=info.kernel,
-            has_smaps=capture.has_smaps,
-            mappings=parsed.mappings,
-            kinds=kinds,
-        )
+        snapshot_id = save_snapshot(conn, snapshot, parsed.mappings, kinds)
     return Recorded(snapshot_id, info.identity.pid, info.command, sum_totals(parsed.mappings))
 
 
@@ -126,20 +136,18 @@ def record_text(
         (m.path for m, k in zip(mappings, kinds, strict=True) if k == "text" and m.path), None
     )
     name = command or (Path(program).name if program else "?")
+    info = SnapshotInfo(
+        identity=ProcessIdentity(host, None, pid, None),
+        command=name,
+        cmdline=(),
+        exe=program,
+        taken_at=datetime.now(timezone.utc),
+        label=label,
+        source="file",
+        page_size=page_size,
+        kernel=None,
+        has_smaps=parsed.has_smaps,
+    )
     with db.writing() as conn:
-        snapshot_id = save_snapshot(
-            conn,
-            identity=ProcessIdentity(host, None, pid, None),
-            command=name,
-            cmdline=(),
-            exe=program,
-            taken_at=datetime.now(timezone.utc),
-            label=label,
-            source="file",
-            page_size=page_size,
-            kernel=None,
-            has_smaps=parsed.has_smaps,
-            mappings=mappings,
-            kinds=kinds,
-        )
+        snapshot_id = save_snapshot(conn, info, mappings, kinds)
     return Recorded(snapshot_id, pid, name, sum_totals(mappings))

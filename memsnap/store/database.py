@@ -30,7 +30,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, S
 from memsnap.errors import DatabaseError
 
 # The newest migration in migrations/versions; a test checks it against Alembic's head.
-SCHEMA_HEAD = "0001_initial"
+SCHEMA_HEAD = "0002_snapshot_digest"
 OUR_TABLES = frozenset({"processes", "snapshots", "snapshot_kinds", "paths", "regions"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30

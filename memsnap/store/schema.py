@@ -115,6 +115,8 @@ class SnapshotRow(Base):
     rss: Mapped[int | None] = mapped_column(BigInteger)
     pss: Mapped[int | None] = mapped_column(BigInteger)
     swap: Mapped[int | None] = mapped_column(BigInteger)
+    # Hash of the text a live snapshot was read from; equal digests, equal layouts.
+    digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class SnapshotKindRow(Base):

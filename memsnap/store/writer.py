@@ -3,7 +3,13 @@
 A new snapshot k+1 of a process already recorded compares its regions with the rows still
 open (`last_seq IS NULL`): an identical row stays open and costs nothing; a row that
 vanished or changed gets `last_seq = k`; a new or changed region is inserted with
-`first_seq = k+1`. Storage so grows with change, not with the number of snapshots.
+`first_seq = k+1`. Storage so grows with change, not with the number of snapshots. When
+the text a snapshot was read from is byte-for-byte that of the latest snapshot (same
+digest), not even the comparison is needed.
+
+The region rows are the hot path (a process may have 65,530 mappings): they are compared
+and written as plain tuples in the database's own representation, through the driver's
+executemany, with no per-row ORM or type-processing work. Everything else uses Core.
 
 Two writers recording one process must not both take seq k+1: the transaction is taken
 with BEGIN IMMEDIATE on SQLite and the process row is locked FOR UPDATE on PostgreSQL.
@@ -14,35 +20,69 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from memsnap.model import SIZE_ATTRS, Mapping, ProcessIdentity, Totals
-from memsnap.store.schema import paths, processes, regions, snapshot_kinds, snapshots
+from memsnap.store.schema import (
+    U64_SHIFT,
+    paths,
+    processes,
+    snapshot_kinds,
+    snapshots,
+)
 
 _CHUNK = 500
-# Every stored field of a region, in the order `_region_key` lists them: a stored row
-# and a new mapping are the same region exactly when these are all equal.
+# The region columns in the order of `Mapping`'s fields (path as its id), then kind.
 _KEY_COLUMNS = (
-    regions.c.start_addr,
-    regions.c.end_addr,
-    regions.c.perms,
-    regions.c.offset,
-    regions.c.dev,
-    regions.c.inode,
-    paths.c.text,
-    regions.c.deleted,
-    regions.c.kind,
-    *(regions.c[a] for a in SIZE_ATTRS),
-    regions.c.vm_flags,
+    "start_addr",
+    "end_addr",
+    "perms",
+    "offset",
+    "dev",
+    "inode",
+    "path_id",
+    "deleted",
+    *SIZE_ATTRS,
+    "vm_flags",
+    "kind",
 )
+_SHIFTED = frozenset({0, 1, 3, 5})  # positions of U64 columns within a key
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """Everything about a snapshot but its regions."""
+
+    identity: ProcessIdentity
+    command: str
+    cmdline: Sequence[str]
+    exe: str | None
+    taken_at: datetime
+    label: str | None
+    source: str
+    page_size: int
+    kernel: str | None
+    has_smaps: bool
+    digest: str | None = None
 
 
 def path_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _placeholder(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _columns(conn: Connection, names: Sequence[str]) -> str:
+    """Column names for hand-written SQL, quoted where the dialect needs it (`offset`)."""
+    quote = conn.dialect.identifier_preparer.quote
+    return ", ".join(quote(n) for n in names)
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -50,13 +90,10 @@ def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str
     may have just added the same path or process)."""
     if not rows:
         return
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
+    if conn.dialect.name == "postgresql":
         stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
-    elif dialect == "sqlite":
+    else:
         stmt = sqlite.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - other backends are not supported
-        stmt = insert(table)
     conn.execute(stmt, rows)
 
 
@@ -64,22 +101,20 @@ def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
     """The id of each path, inserting those not stored yet."""
     by_digest = {path_digest(t): t for t in set(texts)}
     ids: dict[str, int] = {}
-    digests = list(by_digest)
-    for i in range(0, len(digests), _CHUNK):
-        chunk = digests[i : i + _CHUNK]
-        for row in conn.execute(
-            select(paths.c.digest, paths.c.id).where(paths.c.digest.in_(chunk))
-        ):
-            ids[by_digest[row.digest]] = row.id
-    missing = [{"digest": d, "text": t} for d, t in by_digest.items() if t not in ids]
-    if missing:
-        _insert_ignoring_conflicts(conn, paths, missing)
-        for i in range(0, len(missing), _CHUNK):
-            chunk = [m["digest"] for m in missing[i : i + _CHUNK]]
+
+    def look_up(digests: list[str]) -> None:
+        for i in range(0, len(digests), _CHUNK):
+            chunk = digests[i : i + _CHUNK]
             for row in conn.execute(
                 select(paths.c.digest, paths.c.id).where(paths.c.digest.in_(chunk))
             ):
                 ids[by_digest[row.digest]] = row.id
+
+    look_up(list(by_digest))
+    missing = [{"digest": d, "text": t} for d, t in by_digest.items() if t not in ids]
+    if missing:
+        _insert_ignoring_conflicts(conn, paths, missing)
+        look_up([m["digest"] for m in missing])
     return ids
 
 
@@ -120,150 +155,193 @@ def process_id(
     return int(conn.execute(query).scalar_one())
 
 
+def _add(total: int | None, value: int | None) -> int | None:
+    if value is None:
+        return total
+    return value if total is None else total + value
+
+
 def sum_totals(items: Iterable[Mapping]) -> Totals:
     count = size = 0
-    sums: dict[str, int | None] = {"rss": None, "pss": None, "swap": None}
+    rss = pss = swap = None
     for m in items:
         count += 1
         size += m.end - m.start
-        for attr in sums:
-            value = getattr(m, attr)
-            if value is not None:
-                sums[attr] = (sums[attr] or 0) + value
-    return Totals(regions=count, size=size, rss=sums["rss"], pss=sums["pss"], swap=sums["swap"])
+        rss, pss, swap = _add(rss, m.rss), _add(pss, m.pss), _add(swap, m.swap)
+    return Totals(regions=count, size=size, rss=rss, pss=pss, swap=swap)
 
 
-def _region_key(m: Mapping, kind: str) -> tuple[Any, ...]:
-    return (
-        m.start,
-        m.end,
-        m.perms,
-        m.offset,
-        m.dev,
-        m.inode,
-        m.path,
-        m.deleted,
-        kind,
-        *(getattr(m, a) for a in SIZE_ATTRS),
-        m.vm_flags,
+def _known_sum(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def totals_by_kind(mappings: Sequence[Mapping], kinds: Sequence[str]) -> dict[str, Totals]:
+    """Totals per kind, summed column-wise (a process can have 65,530 mappings)."""
+    if not mappings:
+        return {}
+    starts, ends, rss, pss, swap = (
+        [getattr(m, f) for m in mappings] for f in ("start", "end", "rss", "pss", "swap")
     )
+    groups: dict[str, list[int]] = {}
+    for i, kind in enumerate(kinds):
+        groups.setdefault(kind, []).append(i)
+    out = {}
+    for kind, idx in groups.items():
+        pick = idx.__iter__
+        out[kind] = Totals(
+            regions=len(idx),
+            size=sum(map(ends.__getitem__, pick())) - sum(map(starts.__getitem__, pick())),
+            rss=_known_sum(map(rss.__getitem__, pick())),
+            pss=_known_sum(map(pss.__getitem__, pick())),
+            swap=_known_sum(map(swap.__getitem__, pick())),
+        )
+    return out
 
 
-def save_snapshot(
-    conn: Connection,
-    *,
-    identity: ProcessIdentity,
-    command: str,
-    cmdline: Sequence[str],
-    exe: str | None,
-    taken_at: datetime,
-    label: str | None,
-    source: str,
-    page_size: int,
-    kernel: str | None,
-    has_smaps: bool,
-    mappings: Sequence[Mapping],
-    kinds: Sequence[str],
+def combine(parts: Iterable[Totals]) -> Totals:
+    """The totals of a whole snapshot from its per-kind totals."""
+    regions = size = 0
+    rss = pss = swap = None
+    for t in parts:
+        regions += t.regions
+        size += t.size
+        rss, pss, swap = _add(rss, t.rss), _add(pss, t.pss), _add(swap, t.swap)
+    return Totals(regions, size, rss, pss, swap)
+
+
+def latest_snapshot(conn: Connection, process_row: int) -> Any:
+    """The latest snapshot row of a process (id, seq, digest and totals), or None."""
+    return conn.execute(
+        select(snapshots)
+        .where(snapshots.c.process_id == process_row)
+        .order_by(snapshots.c.seq.desc())
+        .limit(1)
+    ).first()
+
+
+def _snapshot_row(
+    conn: Connection, process_row: int, seq: int, info: SnapshotInfo, totals: Totals
 ) -> int:
-    """Store one snapshot inside the caller's transaction; returns its id."""
-    pid_row = process_id(conn, identity, command, cmdline, exe)
-    seq = (
-        int(
-            conn.execute(
-                select(func.coalesce(func.max(snapshots.c.seq), 0)).where(
-                    snapshots.c.process_id == pid_row
-                )
-            ).scalar_one()
-        )
-        + 1
-    )
-    path_ids = intern_paths(conn, (m.path for m in mappings if m.path is not None))
-
-    # Identical lines can occur in an imported text; each must still be stored.
-    wanted: dict[tuple[Any, ...], list[int]] = {}
-    for i, (m, kind) in enumerate(zip(mappings, kinds, strict=True)):
-        wanted.setdefault(_region_key(m, kind), []).append(i)
-    vanished: list[int] = []
-    if seq > 1:
-        open_rows = conn.execute(
-            select(*_KEY_COLUMNS, regions.c.id)
-            .select_from(regions.outerjoin(paths, regions.c.path_id == paths.c.id))
-            .where(regions.c.process_id == pid_row, regions.c.last_seq.is_(None))
-        )
-        for row in open_rows:
-            still = wanted.get(tuple(row[:-1]))
-            if still:
-                still.pop()
-            else:
-                vanished.append(row.id)
-    if vanished:
-        conn.execute(
-            update(regions).where(regions.c.id == bindparam("rid")).values(last_seq=seq - 1),
-            [{"rid": rid} for rid in vanished],
-        )
-    new_rows = [
-        {
-            "process_id": pid_row,
-            "first_seq": seq,
-            "last_seq": None,
-            "start_addr": m.start,
-            "end_addr": m.end,
-            "perms": m.perms,
-            "offset": m.offset,
-            "dev": m.dev,
-            "inode": m.inode,
-            "path_id": None if m.path is None else path_ids[m.path],
-            "deleted": m.deleted,
-            "kind": kinds[i],
-            **{a: getattr(m, a) for a in SIZE_ATTRS},
-            "vm_flags": m.vm_flags,
-        }
-        for indexes in wanted.values()
-        for i in indexes
-        for m in (mappings[i],)
-    ]
-    if new_rows:
-        conn.execute(insert(regions), new_rows)
-
-    totals = sum_totals(mappings)
-    snapshot_id = int(
+    return int(
         conn.execute(
             insert(snapshots)
             .values(
-                process_id=pid_row,
+                process_id=process_row,
                 seq=seq,
-                taken_at=taken_at,
-                label=label,
-                source=source,
-                page_size=page_size,
-                kernel=kernel,
-                has_smaps=has_smaps,
+                taken_at=info.taken_at,
+                label=info.label,
+                source=info.source,
+                page_size=info.page_size,
+                kernel=info.kernel,
+                has_smaps=info.has_smaps,
                 regions=totals.regions,
                 size=totals.size,
                 rss=totals.rss,
                 pss=totals.pss,
                 swap=totals.swap,
+                digest=info.digest,
             )
             .returning(snapshots.c.id)
         ).scalar_one()
     )
-    by_kind: dict[str, list[Mapping]] = {}
-    for m, kind in zip(mappings, kinds, strict=True):
-        by_kind.setdefault(kind, []).append(m)
-    kind_rows = []
-    for kind, members in by_kind.items():
-        t = sum_totals(members)
-        kind_rows.append(
-            {
-                "snapshot_id": snapshot_id,
-                "kind": kind,
-                "regions": t.regions,
-                "size": t.size,
-                "rss": t.rss,
-                "pss": t.pss,
-                "swap": t.swap,
-            }
+
+
+def _kind_rows(conn: Connection, snapshot_id: int, kinds: dict[str, Totals]) -> None:
+    if kinds:
+        conn.execute(
+            insert(snapshot_kinds),
+            [
+                {
+                    "snapshot_id": snapshot_id,
+                    "kind": k,
+                    "regions": t.regions,
+                    "size": t.size,
+                    "rss": t.rss,
+                    "pss": t.pss,
+                    "swap": t.swap,
+                }
+                for k, t in kinds.items()
+            ],
         )
-    if kind_rows:
-        conn.execute(insert(snapshot_kinds), kind_rows)
+
+
+def save_unchanged(conn: Connection, info: SnapshotInfo) -> tuple[int, Totals] | None:
+    """A new snapshot identical to the process's latest one, if its digest says so:
+    no region row is read or written. None when there is no such latest snapshot."""
+    if info.digest is None:
+        return None
+    process_row = process_id(conn, info.identity, info.command, info.cmdline, info.exe)
+    latest = latest_snapshot(conn, process_row)
+    if latest is None or latest.digest != info.digest:
+        return None
+    totals = Totals(latest.regions, latest.size, latest.rss, latest.pss, latest.swap)
+    snapshot_id = _snapshot_row(conn, process_row, latest.seq + 1, info, totals)
+    kinds = conn.execute(
+        select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == latest.id)
+    ).all()
+    _kind_rows(
+        conn, snapshot_id, {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap) for r in kinds}
+    )
+    return snapshot_id, totals
+
+
+def _stored_keys(
+    mappings: Sequence[Mapping], kinds: Sequence[str], path_ids: dict[str, int]
+) -> list[tuple[Any, ...]]:
+    """Each region as the tuple of its column values, as the database stores them."""
+    if not mappings:
+        return []
+    columns: list[Any] = list(zip(*mappings, strict=True))
+    for i in _SHIFTED:
+        columns[i] = [v - U64_SHIFT for v in columns[i]]
+    columns[6] = [None if p is None else path_ids[p] for p in columns[6]]
+    return list(zip(*columns, kinds, strict=True))
+
+
+def save_snapshot(
+    conn: Connection, info: SnapshotInfo, mappings: Sequence[Mapping], kinds: Sequence[str]
+) -> int:
+    """Store one snapshot inside the caller's transaction; returns its id."""
+    process_row = process_id(conn, info.identity, info.command, info.cmdline, info.exe)
+    latest = latest_snapshot(conn, process_row)
+    seq = 1 if latest is None else latest.seq + 1
+    path_ids = intern_paths(conn, (m.path for m in mappings if m.path is not None))
+    keys = _stored_keys(mappings, kinds, path_ids)
+    mark = _placeholder(conn)
+
+    # Identical lines can occur in an imported text; each must still be stored.
+    wanted: dict[tuple[Any, ...], list[int]] = {}
+    for i, key in enumerate(keys):
+        wanted.setdefault(key, []).append(i)
+    if latest is not None:
+        open_rows = conn.exec_driver_sql(
+            f"SELECT {_columns(conn, _KEY_COLUMNS)}, id FROM regions "
+            f"WHERE process_id = {mark} AND last_seq IS NULL",
+            (process_row,),
+        ).all()
+        vanished = []
+        for row in open_rows:
+            still = wanted.get(tuple(row[:-1]))
+            if still:
+                still.pop()
+            else:
+                vanished.append((seq - 1, row[-1]))
+        if vanished:
+            conn.exec_driver_sql(
+                f"UPDATE regions SET last_seq = {mark} WHERE id = {mark}", vanished
+            )
+    # Everything is new on a first snapshot: the keys go to the driver as they are.
+    new_rows = keys if latest is None else [keys[i] for idx in wanted.values() for i in idx]
+    if new_rows:
+        # The process and sequence are the same on every row: written into the statement
+        # (they are integers memsnap made) rather than copied into 60,000 tuples.
+        conn.exec_driver_sql(
+            f"INSERT INTO regions (process_id, first_seq, {_columns(conn, _KEY_COLUMNS)}) "
+            f"VALUES ({int(process_row)}, {int(seq)}, {', '.join([mark] * len(_KEY_COLUMNS))})",
+            new_rows,
+        )
+    by_kind = totals_by_kind(mappings, kinds)
+    snapshot_id = _snapshot_row(conn, process_row, seq, info, combine(by_kind.values()))
+    _kind_rows(conn, snapshot_id, by_kind)
     return snapshot_id
