@@ -23,6 +23,14 @@ class ProcessGone(ProcessError):
     """The process has exited: no such pid, a zombie, or its pid now names another."""
 
 
+class ProcessDenied(ProcessError):
+    """Reading the process needs rights memsnap does not have."""
+
+
+class KernelThread(ProcessError):
+    """A kernel thread: it has no user address space to record."""
+
+
 class ParseError(MemsnapError):
     """A maps or smaps text that is not what the kernel prints; names the line."""
 

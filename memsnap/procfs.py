@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from memsnap.errors import ProcessError, ProcessGone
+from memsnap.errors import KernelThread, ProcessDenied, ProcessError, ProcessGone
 from memsnap.model import ProcessIdentity
 
 DEFAULT_PROC = "/proc"
@@ -77,7 +77,7 @@ def _translate(pid: int) -> Iterator[None]:
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessGone(f"pid {pid}: no such process") from None
     except PermissionError:
-        raise ProcessError(
+        raise ProcessDenied(
             f"pid {pid}: permission denied (reading another user's process needs root "
             "or ptrace rights)"
         ) from None
@@ -181,7 +181,7 @@ class Proc:
         if not raw:
             if self.state(pid) == "Z":
                 raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
-            raise ProcessError(f"pid {pid}: kernel thread: no user address space")
+            raise KernelThread(f"pid {pid}: kernel thread: no user address space")
         pointers = self.thread_stack_pointers(pid)
         if self.start_ticks(pid) != info.identity.start_ticks:
             raise ProcessGone(f"pid {pid}: the process exited and its pid was reused")

@@ -33,11 +33,18 @@ class Recorded:
     totals: Totals
 
 
+# ELF headers by (path, device, inode), found through a live process: an object is read
+# once per run, however many processes map it (an inode names one file's content for as
+# long as it exists). Objects that could not be read are not remembered: another
+# process may be readable where this one was not.
+_LAYOUT_CACHE: dict[tuple[str, str, int], LoadLayout] = {}
+
+
 def layouts_from_files(
     proc: Proc | None, pid: int | None
 ) -> Callable[[Mapping], LoadLayout | None]:
-    """A layout source for the classifier, caching one read per object."""
-    cache: dict[tuple[str, str, int], LoadLayout | None] = {}
+    """A layout source for the classifier: the object's ELF headers, where readable."""
+    cache = _LAYOUT_CACHE
 
     def layout(m: Mapping) -> LoadLayout | None:
         assert m.path is not None
@@ -49,7 +56,8 @@ def layouts_from_files(
             found = read_load_layout(proc.map_file(pid, m.start, m.end))
         if found is None and not m.deleted and _same_inode(m.path, m.inode):
             found = read_load_layout(m.path)
-        cache[key] = found
+        if found is not None:
+            cache[key] = found
         return found
 
     return layout

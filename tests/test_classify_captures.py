@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import fixture_text
 
+from conftest import fixture_text
 from memsnap.classify import classify
 from memsnap.model import KINDS, Mapping
 from memsnap.parse import parse_text

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import MAPS, Cli, Target
 
+from conftest import MAPS, Cli, Target
 from memsnap.parse import parse_text
 from memsnap.procfs import read_file
 

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Cli, Target
 
+from conftest import Cli, Target
 from memsnap.parse import parse_text
 from memsnap.procfs import read_file
 
@@ -186,3 +186,35 @@ def test_layout_of_each_snapshot_survives_later_changes(cli: Cli, target: Target
     grown = after["snapshot"]["totals"]["size"] - before["snapshot"]["totals"]["size"]  # type: ignore[index]
     assert grown == 7340032
     assert after["regions"] != before["regions"]
+
+
+def test_a_change_writes_only_the_changed_rows(db_url: str, target: Target) -> None:
+    from sqlalchemy import func, select
+
+    from memsnap.procfs import Proc
+    from memsnap.record import record_pid
+    from memsnap.store.database import open_database
+    from memsnap.store.schema import regions
+
+    def lines() -> set[str]:
+        return {ln for ln in read_file(f"/proc/{target.pid}/maps").split("\n") if ln}
+
+    db = open_database(db_url)
+    try:
+        proc = Proc()
+        record_pid(db, proc, target.pid, smaps=False)
+        before = lines()
+        target.send("rwx")
+        target.send("anon 65536")
+        record_pid(db, proc, target.pid, smaps=False)
+        after = lines()
+        with db.reading() as conn:
+            count = conn.execute(select(func.count()).select_from(regions)).scalar()
+            closed = conn.execute(
+                select(func.count()).select_from(regions).where(regions.c.last_seq == 1)
+            ).scalar()
+        assert count == len(before) + len(after - before)
+        assert closed == len(before - after)
+        assert 1 <= len(after - before) <= 3  # the new mappings, merged or not
+    finally:
+        db.close()

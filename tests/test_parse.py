@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import MAPS, fixture_text
 
+from conftest import MAPS, fixture_text
 from memsnap.errors import ParseError
 from memsnap.parse import format_header, parse_text
 
@@ -145,3 +145,25 @@ def test_malformed_lines_name_their_number(text: str, lineno: int) -> None:
         parse_text(text)
     assert info.value.lineno == lineno
     assert f"line {lineno}:" in str(info.value)
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_fast_path_agrees_with_the_line_parser(name: str) -> None:
+    from memsnap.parse import _parse_strided, parse_lines
+
+    lines = fixture_text(name).split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    fast = _parse_strided(lines)
+    if fast is not None:  # irregular texts fall back to the line parser by design
+        assert fast == parse_lines(lines)
+
+
+def test_fast_path_refuses_irregular_blocks() -> None:
+    from memsnap.parse import _parse_strided
+
+    block = ["00400000-00401000 r-xp 00000000 08:02 1 /bin/x", "Rss: 4 kB", "Pss: 4 kB"]
+    swapped = ["00401000-00402000 r-xp 00000000 08:02 1 /bin/x", "Pss: 8 kB", "Rss: 8 kB"]
+    assert _parse_strided(block + swapped) is None
+    parsed = parse_text("\n".join(block + swapped))  # the line parser gets it right
+    assert [(m.rss, m.pss) for m in parsed.mappings] == [(4096, 4096), (8192, 8192)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import typer
@@ -11,10 +12,11 @@ from memsnap.cli.common import database, echo
 from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
 from memsnap.units import human
 from memsnap.watch import MAX_INTERVAL_S
+from memsnap.watch import every as every_
 
 if TYPE_CHECKING:
-    from memsnap.procfs import Proc
-    from memsnap.store.database import Database
+    from memsnap.record import Recorded
+    from memsnap.sweep import Sweep
 
 # A saved text larger than this is refused before it is read whole: 60,000 mappings of
 # smaps are about 70 MiB, so this leaves room while keeping /dev/zero from eating memory.
@@ -63,62 +65,11 @@ def check_watch_options(every: float | None, count: int | None) -> None:
             raise UsageError("--count takes a whole number from 1 to 1000000000")
 
 
-def run_watch(
-    db: Database,
-    proc: Proc,
-    pids: list[int],
-    every: float,
-    count: int | None,
-    *,
-    smaps: bool,
-    label: str | None,
-) -> None:
-    """The watch loop with its output: a line per snapshot on stdout, and on a terminal
-    a status line on stderr that keeps itself up to date."""
-    from memsnap.record import Recorded, record_pid
-    from memsnap.watch import WatchState, watch
-
-    status = Status(enabled=sys.stderr.isatty())
-
-    def on_snapshot(done: Recorded, state: WatchState) -> None:
-        status.clear()
-        t = done.totals
-        echo(_summary_line(done.snapshot_id, done.pid, done.command, t.regions, t.size, t.rss))
-
-    def on_gone(pid: int, why: str, state: WatchState) -> None:
-        status.clear()
-        typer.echo(f"memsnap: {why}; stopped watching it ({state.taken} snapshots kept)", err=True)
-
-    def on_wait(left: float, state: WatchState) -> None:
-        status.show(
-            f"watching {len(pids) - len(state.stopped)} process(es): {state.taken} "
-            f"snapshots, next in {left:.0f}s (Ctrl-C stops)"
-        )
-
-    state = WatchState()
-    try:
-        state = watch(
-            pids,
-            every,
-            count,
-            lambda pid: record_pid(db, proc, pid, smaps=smaps, label=label),
-            on_snapshot,
-            on_gone,
-            on_wait,
-        )
-    except KeyboardInterrupt:
-        status.clear()
-        raise MemsnapInterrupted("interrupted: every finished snapshot is kept") from None
-    status.clear()
-    if state.taken == 0 and state.stopped:
-        raise MemsnapError(next(iter(state.stopped.values())))
-
-
 class Status:
-    """One line on a terminal's stderr, rewritten in place."""
+    """One line on a terminal's stderr, rewritten in place; nothing when not a terminal."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
         self.shown = False
 
     def show(self, text: str) -> None:
@@ -134,10 +85,80 @@ class Status:
             self.shown = False
 
 
+def _print_recorded(status: Status) -> Callable[[Recorded], None]:
+    def printer(done: Recorded) -> None:
+        status.clear()
+        t = done.totals
+        echo(_summary_line(done.snapshot_id, done.pid, done.command, t.regions, t.size, t.rss))
+
+    return printer
+
+
+def record_live(
+    sweep: Sweep, pids: list[int] | None, every: float | None, count: int | None
+) -> int:
+    """Record the given pids (or every process when None), once or as a watch.
+
+    Returns the exit code: 0, or 1 when an explicitly named process could not be
+    recorded at all. Ctrl-C raises `MemsnapInterrupted` after the finished snapshots
+    are kept.
+    """
+    status = Status()
+    printer = _print_recorded(status)
+    watching = list(pids) if pids is not None else None
+    taken = 0
+    failed = False
+
+    def progress(done: int, total: int) -> None:
+        if total > 1:
+            status.show(f"recording {done}/{total} processes")
+
+    def one_round(number: int) -> bool:
+        nonlocal taken, failed
+        targets = watching if watching is not None else sweep.all_pids()
+        result = sweep.run(targets, printer, progress)
+        status.clear()
+        taken += len(result.recorded)
+        if watching is None:
+            typer.echo(f"memsnap: {result.summary()}", err=True)
+            return True
+        for pid, why in result.errors.items():
+            watching.remove(pid)
+            gone = every is not None and pid in result.gone
+            message = f"pid {pid} exited" if gone else why
+            suffix = f"; stopped watching it ({taken} snapshots kept)" if every else ""
+            typer.echo(f"memsnap: {message}{suffix}", err=True)
+            failed = failed or not (gone and number > 1)
+        return bool(watching)
+
+    try:
+        if every is None:
+            one_round(1)
+        else:
+            every_(
+                every,
+                count,
+                one_round,
+                lambda left: status.show(
+                    f"{taken} snapshots taken, next in {left:.0f}s (Ctrl-C stops)"
+                ),
+            )
+    except KeyboardInterrupt:
+        status.clear()
+        raise MemsnapInterrupted(
+            f"interrupted: {taken} finished snapshots kept, none half-taken"
+        ) from None
+    return 1 if failed else 0
+
+
 def record(
     ctx: typer.Context,
     pids: list[int] = typer.Argument(
         None, metavar="[PID]...", show_default=False, help="Processes to record."
+    ),
+    all_: bool = typer.Option(False, "--all", help="Every process memsnap may read."),
+    name: str | None = typer.Option(
+        None, "--name", metavar="REGEX", help="Only processes whose command matches."
     ),
     label: str | None = typer.Option(None, "--label", help="A note kept with each snapshot."),
     no_smaps: bool = typer.Option(
@@ -156,48 +177,56 @@ def record(
         None, "--every", metavar="SECONDS", help="Watch: a snapshot every SECONDS."
     ),
     count: int | None = typer.Option(
-        None, "--count", metavar="N", help="With --every: stop after N snapshots of each."
+        None, "--count", metavar="N", help="With --every: stop after N rounds."
     ),
 ) -> None:
     """Take a snapshot of each process, or import a saved maps/smaps text."""
-    from memsnap.procfs import Proc
-    from memsnap.record import record_pid, record_text
+    from memsnap.cli.list_cmd import compile_name
 
     check_watch_options(every, count)
+    pattern = compile_name(name)
     if from_file is not None:
-        if every is not None:
-            raise UsageError("--every watches live processes; it does not go with --from-file")
-        if pids:
-            raise UsageError("give either PIDs or --from-file, not both")
+        if pids or all_ or every is not None or name is not None:
+            raise UsageError("--from-file imports one text: no PIDs, --all, --name or --every")
         if pid_for_file is None:
             raise UsageError("--from-file needs --pid PID: the process the text belongs to")
-        text = read_import(from_file)
-        with database(ctx) as db:
-            done = record_text(db, text, pid=pid_for_file, label=label)
-        t = done.totals
-        echo(_summary_line(done.snapshot_id, done.pid, done.command, t.regions, t.size, t.rss))
+        import_file(ctx, from_file, pid_for_file, label)
         return
     if pid_for_file is not None:
         raise UsageError("--pid goes with --from-file; to record live processes give PIDs")
-    if not pids:
-        raise UsageError("give at least one PID (or --from-file FILE --pid PID)")
-    proc = Proc()
-    if every is not None:
-        with database(ctx) as db:
-            run_watch(db, proc, pids, every, count, smaps=not no_smaps, label=label)
-        return
-    failures = 0
+    if all_ and pids:
+        raise UsageError("give PIDs or --all, not both")
+    if not all_ and not pids:
+        raise UsageError("give at least one PID, --all, or --from-file FILE --pid PID")
+
+    import re
+
+    from memsnap.procfs import Proc
+    from memsnap.sweep import Sweep
+
     with database(ctx) as db:
-        for pid in pids:
-            try:
-                done = record_pid(db, proc, pid, smaps=not no_smaps, label=label)
-            except MemsnapError as exc:
-                if len(pids) == 1:
-                    raise
-                typer.echo(f"memsnap: {exc}", err=True)
-                failures += 1
-                continue
-            t = done.totals
-            echo(_summary_line(done.snapshot_id, done.pid, done.command, t.regions, t.size, t.rss))
-    if failures:
-        raise typer.Exit(1)
+        sweep = Sweep(
+            db,
+            Proc(),
+            smaps=not no_smaps,
+            label=label,
+            name=re.compile(pattern) if pattern is not None else None,
+        )
+        if pids and len(pids) == 1 and every is None and pattern is None:
+            from memsnap.record import record_pid
+
+            printer = _print_recorded(Status())
+            printer(record_pid(db, sweep.proc, pids[0], smaps=not no_smaps, label=label))
+            return
+        code = record_live(sweep, None if all_ else list(pids), every, count)
+    if code:
+        raise typer.Exit(code)
+
+
+def import_file(ctx: typer.Context, source: str, pid: int, label: str | None) -> None:
+    from memsnap.record import record_text
+
+    text = read_import(source)
+    with database(ctx) as db:
+        done = record_text(db, text, pid=pid, label=label)
+    _print_recorded(Status())(done)

@@ -1,0 +1,88 @@
+"""Recording many processes in one go: `record PID ...`, `record --all`, `--name`.
+
+Each process is its own transaction. Processes that cannot be recorded are skipped and
+counted by reason: kernel threads (no user memory), processes that exit or deny access
+while being read. A `Sweep` is reused across the rounds of a watch so that ELF headers
+are read once per object, not once per process and round.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from memsnap.errors import KernelThread, ProcessDenied, ProcessError, ProcessGone
+from memsnap.history import name_matches
+from memsnap.procfs import Proc
+from memsnap.record import Recorded, record_pid
+from memsnap.store.database import Database
+
+SKIP_REASONS = {
+    KernelThread: "kernel threads",
+    ProcessGone: "exited while read",
+    ProcessDenied: "permission denied",
+}
+
+
+@dataclass
+class RoundResult:
+    recorded: list[Recorded] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    errors: dict[int, str] = field(default_factory=dict)  # pid -> why it was skipped
+    gone: set[int] = field(default_factory=set)  # pids that exited while being read
+
+    def summary(self) -> str:
+        parts = [f"recorded {len(self.recorded)} process(es)"]
+        parts += [f"skipped {n} ({why})" for why, n in sorted(self.skipped.items())]
+        return ", ".join(parts)
+
+
+@dataclass
+class Sweep:
+    db: Database
+    proc: Proc
+    smaps: bool = True
+    label: str | None = None
+    name: re.Pattern[str] | None = None
+
+    def all_pids(self) -> list[int]:
+        """Every process but memsnap itself (its own layout moves while it reads it)."""
+        me = os.getpid()
+        return [pid for pid in self.proc.pids() if pid != me]
+
+    def matches(self, pid: int) -> bool:
+        if self.name is None:
+            return True
+        info = self.proc.info(pid)
+        return name_matches(self.name, info.command, info.exe, info.cmdline)
+
+    def run(
+        self,
+        pids: Iterable[int],
+        on_recorded: Callable[[Recorded], None] = lambda _r: None,
+        on_progress: Callable[[int, int], None] = lambda _done, _total: None,
+    ) -> RoundResult:
+        """Record each pid; those that cannot be are counted by reason, with messages."""
+        result = RoundResult()
+        todo = list(pids)
+        for done, pid in enumerate(todo, start=1):
+            on_progress(done, len(todo))
+            try:
+                if not self.matches(pid):
+                    continue
+                recorded = record_pid(self.db, self.proc, pid, smaps=self.smaps, label=self.label)
+            except ProcessError as exc:
+                reason = next(
+                    (why for cls, why in SKIP_REASONS.items() if isinstance(exc, cls)), "unreadable"
+                )
+                result.skipped[reason] += 1
+                result.errors[pid] = str(exc)
+                if isinstance(exc, ProcessGone):
+                    result.gone.add(pid)
+                continue
+            result.recorded.append(recorded)
+            on_recorded(recorded)
+        return result

@@ -1,0 +1,69 @@
+"""`record --all` and `--name` on this machine's real processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Cli
+
+NAME = "msnaptest-sleep"  # 15 characters: the kernel keeps a command name that long
+
+
+@pytest.fixture
+def children(tmp_path: Path) -> Iterator[list[int]]:
+    """Three processes of our own with a name nothing else on the machine has."""
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    program = tmp_path / NAME
+    shutil.copy(sleep, program)
+    procs = [subprocess.Popen([str(program), "60"]) for _ in range(3)]
+    yield [p.pid for p in procs]
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def recorded_pids(cli: Cli) -> list[int]:
+    snaps = json.loads(cli("list", "--format", "json").stdout)["snapshots"]
+    return [s["pid"] for s in snaps]
+
+
+def test_record_all_records_our_children_and_counts_skips(
+    sqlite_cli: Cli, children: list[int]
+) -> None:
+    out = sqlite_cli("record", "--all")
+    assert out.exit_code == 0, out.stderr
+    pids = recorded_pids(sqlite_cli)
+    assert set(children) <= set(pids)
+    assert len(pids) == len(set(pids))  # one snapshot each
+    summary = out.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"memsnap: recorded {len(pids)} process(es)")
+    if Path("/proc/2/comm").exists() and Path("/proc/2/comm").read_text().strip() == "kthreadd":
+        assert "(kernel threads)" in summary
+
+
+def test_name_selects_by_regex(sqlite_cli: Cli, children: list[int]) -> None:
+    out = sqlite_cli("record", "--all", "--name", f"^{NAME}$")
+    assert out.exit_code == 0, out.stderr
+    assert sorted(recorded_pids(sqlite_cli)) == sorted(children)
+    explicit = sqlite_cli("record", str(children[0]), "1", "--name", "^msnaptest")
+    assert explicit.exit_code == 0  # pid 1 is not selected, so not even tried
+    assert recorded_pids(sqlite_cli).count(children[0]) == 2
+
+
+def test_all_watch_rounds(sqlite_cli: Cli, children: list[int]) -> None:
+    out = sqlite_cli("record", "--all", "--name", f"^{NAME}$", "--every", "0.1", "--count", "2")
+    assert out.exit_code == 0, out.stderr
+    assert sorted(recorded_pids(sqlite_cli)) == sorted(children * 2)
+    assert out.stderr.count("recorded 3 process(es)") == 2
+
+
+def test_all_and_pids_together_is_a_usage_error(sqlite_cli: Cli) -> None:
+    out = sqlite_cli("record", "--all", "1")
+    assert out.exit_code == 2 and "--all" in out.stderr
