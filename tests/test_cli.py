@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPS, Cli, Target, fixture_text
+from conftest import Cli, Target, capture_path, fixture_text
 
 LOCAL_SMAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-smaps.txt"
 LOCAL_MAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
 
 
 def imported(cli: Cli, name: str, pid: int = 4242, *extra: str) -> int:
-    done = cli("record", "--from-file", str(MAPS / name), "--pid", str(pid), *extra)
+    done = cli("record", "--from-file", str(capture_path(name)), "--pid", str(pid), *extra)
     assert done.exit_code == 0, done.stderr
     return int(done.stdout.split()[1].rstrip(":"))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAPS, Cli, Target
+from conftest import Cli, Target, fixture_text
 from memsnap.parse import parse_text
 from memsnap.procfs import read_file
 
@@ -96,8 +96,9 @@ def test_a_process_changing_over_time(cli: Cli, target: Target) -> None:
 
 
 def test_mprotect_adding_x_is_called_out(sqlite_cli: Cli, tmp_path: Path) -> None:
-    text = MAPS / "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
-    lines = text.read_text().split("\n")
+    lines = fixture_text(
+        "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
+    ).split("\n")
     changed = [
         ln.replace("7fde873b8000-7fde873ba000 rw-p", "7fde873b8000-7fde873ba000 r-xp")
         for ln in lines
