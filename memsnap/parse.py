@@ -70,12 +70,11 @@ def encode_path(path: str | None, deleted: bool) -> str:
 
 
 def format_header(m: Mapping) -> str:
-    """A mapping's maps line, as the kernel would print it (64-bit layout)."""
-    head = f"{m.start:08x}-{m.end:08x} {m.perms} {m.offset:08x} {m.dev} {m.inode}"
+    """A mapping's maps line as the kernel prints it: the inode is followed by a space,
+    and a path starts at column 73 (or right there, when the fields are wider)."""
+    head = f"{m.start:08x}-{m.end:08x} {m.perms} {m.offset:08x} {m.dev} {m.inode} "
     path = encode_path(m.path, m.deleted)
-    if not path:
-        return head + " "
-    return head.ljust(73) + path
+    return head.ljust(73) + path if path else head
 
 
 def _header_fields(line: str, lineno: int) -> dict[str, object]:

@@ -93,7 +93,7 @@ class Cli:
         self.url = url
         self.runner = CliRunner()
 
-    def __call__(self, *args: str, input: str | None = None) -> Result:
+    def __call__(self, *args: str, input: str | bytes | None = None) -> Result:
         result = self.runner.invoke(
             app,
             ["--db", self.url, *args],

@@ -24,7 +24,9 @@ EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int) -> None:
-    typer.echo(f"memsnap: {message}", err=True)
+    from memsnap.cli.common import echo
+
+    echo(f"memsnap: {message}", err=True)
     sys.exit(code)
 
 

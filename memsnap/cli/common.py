@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from memsnap.errors import UsageError
+from memsnap.names import escape_undecodable
 
 if TYPE_CHECKING:
     from memsnap.store.database import Database
@@ -63,5 +64,6 @@ def database(ctx: typer.Context) -> Iterator[Database]:
         db.close()
 
 
-def echo(text: str) -> None:
-    typer.echo(text)
+def echo(text: str, err: bool = False) -> None:
+    """Print a line; raw bytes from /proc names show as `\\xNN`, never crash the output."""
+    typer.echo(escape_undecodable(text), err=err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from memsnap.sweep import Sweep
 
 # A saved text larger than this is refused before it is read whole: 60,000 mappings of
-# smaps are about 70 MiB, so this leaves room while keeping /dev/zero from eating memory.
-MAX_IMPORT_BYTES = 512 << 20
+# smaps are about 45 MiB, so this leaves room while keeping /dev/zero from eating memory.
+MAX_IMPORT_BYTES = 256 << 20
 
 
 def _summary_line(
@@ -33,26 +34,35 @@ def _summary_line(
 
 
 def read_import(source: str) -> str:
-    """The text of `--from-file` (`-` is standard input), refusing huge or endless input."""
+    """The text of `--from-file` (`-` is standard input), refusing what is not a maps
+    text before it can fill memory: a regular file is judged by its size, anything else
+    (a pipe, /dev/zero) is read a chunk at a time and refused at the first NUL byte or
+    once past the limit."""
+    chunks: list[bytes] = []
+    total = 0
     try:
-        if source == "-":
-            data = sys.stdin.buffer.read(MAX_IMPORT_BYTES + 1)
-        else:
-            with open(source, "rb") as f:
-                data = f.read(MAX_IMPORT_BYTES + 1)
+        stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+        with stream:
+            if source != "-" and os.fstat(stream.fileno()).st_size > MAX_IMPORT_BYTES:
+                raise MemsnapError(_too_big(source))
+            while chunk := stream.read(1 << 20):
+                if b"\0" in chunk:
+                    raise MemsnapError(f"{source}: holds NUL bytes: not a maps or smaps text")
+                total += len(chunk)
+                if total > MAX_IMPORT_BYTES:
+                    raise MemsnapError(_too_big(source))
+                chunks.append(chunk)
     except FileNotFoundError:
         raise MemsnapError(f"{source}: no such file") from None
     except IsADirectoryError:
         raise MemsnapError(f"{source}: is a folder, not a maps text") from None
     except OSError as exc:
         raise MemsnapError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_IMPORT_BYTES:
-        raise MemsnapError(
-            f"{source}: larger than {human(MAX_IMPORT_BYTES)}: not a maps text memsnap will import"
-        )
-    if b"\0" in data:
-        raise MemsnapError(f"{source}: holds NUL bytes: not a maps or smaps text")
-    return data.decode("utf-8", "surrogateescape")
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
+
+
+def _too_big(source: str) -> str:
+    return f"{source}: larger than {human(MAX_IMPORT_BYTES)}: not a maps text memsnap imports"
 
 
 def check_watch_options(every: float | None, count: int | None) -> None:
@@ -120,14 +130,14 @@ def record_live(
         status.clear()
         taken += len(result.recorded)
         if watching is None:
-            typer.echo(f"memsnap: {result.summary()}", err=True)
+            echo(f"memsnap: {result.summary()}", err=True)
             return True
         for pid, why in result.errors.items():
             watching.remove(pid)
             gone = every is not None and pid in result.gone
             message = f"pid {pid} exited" if gone else why
             suffix = f"; stopped watching it ({taken} snapshots kept)" if every else ""
-            typer.echo(f"memsnap: {message}{suffix}", err=True)
+            echo(f"memsnap: {message}{suffix}", err=True)
             failed = failed or not (gone and number > 1)
         return bool(watching)
 

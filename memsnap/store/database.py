@@ -34,6 +34,7 @@ SCHEMA_HEAD = "0002_snapshot_digest"
 OUR_TABLES = frozenset({"processes", "snapshots", "snapshot_kinds", "paths", "regions"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30
+_MIGRATION_LOCK = 0x6D656D736E6170  # "memsnap": the PostgreSQL advisory lock for upgrades
 
 
 def default_path() -> Path:
@@ -233,7 +234,8 @@ def open_database(target: str | None = None, script_location: Path | None = None
         with engine.connect() as conn:
             current = stored_revision(conn)
             conn.rollback()
-        if current != SCHEMA_HEAD or script_location is not None:
+        head = SCHEMA_HEAD if script_location is None else script_head(script_location)
+        if current != head:
             _migrate(engine, current, script_location)
     except DatabaseError:
         engine.dispose()
@@ -250,14 +252,38 @@ def _migrate(engine: Engine, current: str | None, script_location: Path | None) 
             f"the database is at schema revision {current}, which this memsnap does not "
             "know: it was written by a newer memsnap; upgrade memsnap (left untouched)"
         )
+    head = SCHEMA_HEAD if script_location is None else script_head(script_location)
     conn = engine.connect().execution_options(memsnap_immediate=True)
     try:
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                # Two memsnaps opening a new database at once: one migrates, one waits.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             # Look again inside the write lock: another memsnap may have migrated it.
-            if stored_revision(conn) != SCHEMA_HEAD or script_location is not None:
+            if stored_revision(conn) != head:
                 upgrade(conn, script_location=script_location)
+    except DatabaseError:
+        raise
+    except Exception as exc:  # a migration script failing in any way at all
+        reason = _reason(exc) if isinstance(exc, SQLAlchemyError) else f"{exc}"
+        raise DatabaseError(
+            f"upgrading the database schema to {head} failed ({type(exc).__name__}: "
+            f"{reason}); the database was left as it was"
+        ) from None
     finally:
         conn.close()
+
+
+def script_head(script_location: Path) -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    if head is None:
+        raise DatabaseError(f"{script_location}: holds no migrations")
+    return head
 
 
 def _reason(exc: SQLAlchemyError) -> str:

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from memsnap.model import SIZE_ATTRS, Mapping, ProcessIdentity, Totals
+from memsnap.names import escape_undecodable, raw_bytes
 from memsnap.store.schema import (
     U64_SHIFT,
     paths,
@@ -72,7 +73,8 @@ class SnapshotInfo:
 
 
 def path_digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    """A path's identity: the hash of its exact bytes, whatever they are."""
+    return hashlib.sha256(raw_bytes(text)).hexdigest()
 
 
 def _placeholder(conn: Connection) -> str:
@@ -111,7 +113,9 @@ def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
                 ids[by_digest[row.digest]] = row.id
 
     look_up(list(by_digest))
-    missing = [{"digest": d, "text": t} for d, t in by_digest.items() if t not in ids]
+    missing = [
+        {"digest": d, "text": escape_undecodable(t)} for d, t in by_digest.items() if t not in ids
+    ]
     if missing:
         _insert_ignoring_conflicts(conn, paths, missing)
         look_up([m["digest"] for m in missing])
@@ -131,13 +135,13 @@ def process_id(
     same process as another snapshot, so each import gets a process row of its own.
     """
     values = {
-        "host": identity.host,
+        "host": escape_undecodable(identity.host),
         "boot_id": identity.boot_id,
         "pid": identity.pid,
         "start_ticks": identity.start_ticks,
-        "exe": exe,
-        "command": command,
-        "cmdline": json.dumps(list(cmdline)),
+        "exe": None if exe is None else escape_undecodable(exe),
+        "command": escape_undecodable(command),
+        "cmdline": json.dumps([escape_undecodable(arg) for arg in cmdline]),
     }
     if identity.boot_id is None or identity.start_ticks is None:
         return int(
@@ -145,7 +149,7 @@ def process_id(
         )
     _insert_ignoring_conflicts(conn, processes, [values])
     query = select(processes.c.id).where(
-        processes.c.host == identity.host,
+        processes.c.host == escape_undecodable(identity.host),
         processes.c.boot_id == identity.boot_id,
         processes.c.pid == identity.pid,
         processes.c.start_ticks == identity.start_ticks,
@@ -230,7 +234,7 @@ def _snapshot_row(
                 process_id=process_row,
                 seq=seq,
                 taken_at=info.taken_at,
-                label=info.label,
+                label=None if info.label is None else escape_undecodable(info.label),
                 source=info.source,
                 page_size=info.page_size,
                 kernel=info.kernel,
