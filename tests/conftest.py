@@ -50,6 +50,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "memsnap.db")
         return
+    yield from _pg_schema()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema, for what only PostgreSQL has."""
+    yield from _pg_schema()
+
+
+def _pg_schema() -> Iterator[str]:
     if not PG_URL:
         pytest.skip(PG_SKIP)
     from sqlalchemy import create_engine, text

@@ -104,13 +104,6 @@ def test_four_writers_at_once_keep_all_forty(db_url: str, target_binary: Path) -
 # --- databases that are not ours -----------------------------------------------------
 
 
-@pytest.fixture
-def pg_schema_url(db_url: str) -> str:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("this case is about PostgreSQL; the SQLite one is in test_store.py")
-    return db_url
-
-
 def _pg_state(url: str) -> tuple[list[str], list[tuple[object, ...]]]:
     engine = create_engine(url)
     try:
@@ -126,28 +119,28 @@ def _pg_state(url: str) -> tuple[list[str], list[tuple[object, ...]]]:
         engine.dispose()
 
 
-def test_postgres_schema_of_another_program_is_refused(pg_schema_url: str) -> None:
-    engine = create_engine(pg_schema_url)
+def test_postgres_schema_of_another_program_is_refused(pg_url: str) -> None:
+    engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE customers (id integer primary key, name text)"))
         conn.execute(text("INSERT INTO customers VALUES (1, 'ada')"))
     engine.dispose()
-    before = _pg_state(pg_schema_url)
+    before = _pg_state(pg_url)
     with pytest.raises(DatabaseError, match="customers"):
-        open_database(pg_schema_url)
-    assert _pg_state(pg_schema_url) == before
+        open_database(pg_url)
+    assert _pg_state(pg_url) == before
 
 
-def test_postgres_database_from_a_newer_memsnap_is_refused(pg_schema_url: str) -> None:
-    open_database(pg_schema_url).close()
-    engine = create_engine(pg_schema_url)
+def test_postgres_database_from_a_newer_memsnap_is_refused(pg_url: str) -> None:
+    open_database(pg_url).close()
+    engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     engine.dispose()
-    before = _pg_state(pg_schema_url)
+    before = _pg_state(pg_url)
     with pytest.raises(DatabaseError, match="newer memsnap"):
-        open_database(pg_schema_url)
-    assert _pg_state(pg_schema_url) == before
+        open_database(pg_url)
+    assert _pg_state(pg_url) == before
 
 
 def test_cli_refuses_foreign_files_with_exit_1(tmp_path: Path) -> None:
