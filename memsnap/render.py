@@ -16,9 +16,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from tabulate import tabulate
-
 from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals
+from memsnap.table import table
 from memsnap.units import human
 
 FORMAT_VERSION = 1
@@ -173,12 +172,11 @@ def show_table(
     snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool, legend: bool = True
 ) -> str:
     head = snapshot_heading(snapshot)
-    body = tabulate(
+    body = table(
         show_rows(regions, snapshot.page_size, color),
-        headers=SHOW_HEADERS,
-        tablefmt=style,
-        disable_numparse=True,
-        colalign=("left", "left", "right", "right", "left", "right", "left"),
+        SHOW_HEADERS,
+        style,
+        ("left", "left", "right", "right", "left", "right", "left"),
     )
     parts = [head, body]
     if legend and color:
@@ -228,12 +226,11 @@ SUMMARY_HEADERS = ["kind", "regions", "size", "of total", "rss", "pss", "swap"]
 
 
 def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool) -> str:
-    body = tabulate(
+    body = table(
         summary_rows(regions, color),
-        headers=SUMMARY_HEADERS,
-        tablefmt=style,
-        disable_numparse=True,
-        colalign=("left",) + ("right",) * 6,
+        SUMMARY_HEADERS,
+        style,
+        ("left",) + ("right",) * 6,
     )
     return snapshot_heading(snapshot) + "\n" + body
 
@@ -311,12 +308,11 @@ def list_rows(snaps: Sequence[Snapshot]) -> list[list[str]]:
 
 
 def list_table(snaps: Sequence[Snapshot], style: str) -> str:
-    return tabulate(
+    return table(
         list_rows(snaps),
-        headers=LIST_HEADERS,
-        tablefmt=style,
-        disable_numparse=True,
-        colalign=("right", "left", "right", "left", "right", "right", "right", "left"),
+        LIST_HEADERS,
+        style,
+        ("right", "left", "right", "left", "right", "right", "right", "left"),
     )
 
 

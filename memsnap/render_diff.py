@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from tabulate import tabulate
-
 from memsnap.diff import Amount, Diff, Movement, RegionChange
 from memsnap.model import Region, Snapshot
 from memsnap.render import (
@@ -23,6 +21,7 @@ from memsnap.render import (
     region_json,
     snapshot_json,
 )
+from memsnap.table import table
 from memsnap.units import human, signed_human
 
 REGION_DETAIL_LIMIT = 20
@@ -165,12 +164,11 @@ def movements_table(d: Diff, style: str, color: bool) -> str:
         if m is not None:
             rows.append(_movement_row(name, m, color))
     body = (
-        tabulate(
+        table(
             rows,
-            headers=MOVEMENT_HEADERS,
-            tablefmt=style,
-            disable_numparse=True,
-            colalign=("left",) + ("right",) * 6,
+            MOVEMENT_HEADERS,
+            style,
+            ("left",) + ("right",) * 6,
         )
         if rows
         else "no heap or stack"
@@ -181,12 +179,11 @@ def movements_table(d: Diff, style: str, color: bool) -> str:
         if m.delta.size or (m.delta.rss or 0)
     ]
     kind_rows.append(_movement_row("total", d.totals, False))
-    kinds = tabulate(
+    kinds = table(
         kind_rows,
-        headers=["kind", *MOVEMENT_HEADERS[1:]],
-        tablefmt=style,
-        disable_numparse=True,
-        colalign=("left",) + ("right",) * 6,
+        ["kind", *MOVEMENT_HEADERS[1:]],
+        style,
+        ("left",) + ("right",) * 6,
     )
     return body + "\n\n" + kinds
 
@@ -287,11 +284,11 @@ def diff_table(d: Diff, style: str, color: bool, all_regions: bool) -> str:
     if rows:
         shown = rows if all_regions else rows[:REGION_DETAIL_LIMIT]
         parts.append(
-            tabulate(
+            table(
                 shown,
-                headers=["", "kind", "start-end", "size", "perms", "rss", "path", "changes"],
-                tablefmt=style,
-                disable_numparse=True,
+                ["", "kind", "start-end", "size", "perms", "rss", "path", "changes"],
+                style,
+                ("left", "left", "left", "left", "left", "left", "left", "left"),
             )
         )
         if len(shown) < len(rows):
@@ -354,12 +351,11 @@ def replay_rows(steps: Sequence[tuple[Snapshot, Diff | None]]) -> list[list[str]
 def replay_table(steps: Sequence[tuple[Snapshot, Diff | None]], style: str) -> str:
     first = steps[0][0]
     head = f"replay of pid {first.pid} ({first.command}) on {first.host}: {len(steps)} snapshots"
-    body = tabulate(
+    body = table(
         replay_rows(steps),
-        headers=REPLAY_HEADERS,
-        tablefmt=style,
-        disable_numparse=True,
-        colalign=(
+        REPLAY_HEADERS,
+        style,
+        (
             "right",
             "left",
             "right",

@@ -214,3 +214,24 @@ def test_unopenable_database_is_exit_1(tmp_path: Path) -> None:
     path.write_bytes(b"\x00" * 1000)
     err = one_line_error(Cli(str(path))("list"), 1)
     assert "not a memsnap database" in err
+
+
+@pytest.mark.parametrize("style", ["simple", "plain"])
+def test_fast_table_is_exactly_tabulates(style: str) -> None:
+    from tabulate import tabulate
+
+    from memsnap.classify import classify
+    from memsnap.model import Region
+    from memsnap.parse import parse_text
+    from memsnap.render import SHOW_HEADERS, show_rows
+    from memsnap.table import table
+
+    mappings = parse_text(fixture_text(LOCAL_SMAPS)).mappings
+    regions = [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
+    for color in (False, True):
+        rows = show_rows(regions, 4096, color)
+        align = ("left", "left", "right", "right", "left", "right", "left")
+        expected = tabulate(
+            rows, headers=SHOW_HEADERS, tablefmt=style, disable_numparse=True, colalign=align
+        )
+        assert table(rows, SHOW_HEADERS, style, align) == expected
