@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Row, Select, and_, or_, select
+from sqlalchemy import BigInteger, Connection, Row, Select, and_, or_, select, type_coerce
 
 from memsnap.diff import Diff, diff_snapshots, libraries, same_process
 from memsnap.errors import NotFoundError
 from memsnap.model import SIZE_ATTRS, ProcessIdentity, Region, Snapshot, Totals
-from memsnap.store.schema import paths, processes, regions, snapshot_kinds, snapshots
+from memsnap.store.schema import U64_SHIFT, paths, processes, regions, snapshot_kinds, snapshots
 
 _SNAPSHOT_COLUMNS = (
     snapshots.c.id,
@@ -46,13 +46,16 @@ _SNAPSHOT_COLUMNS = (
     processes.c.command,
     processes.c.cmdline,
 )
+# Region's fields, in order. The U64 columns are read as the stored BIGINTs and shifted
+# back a whole column at a time (`_regions`): per-value type processing costs seconds on a
+# 60,000-region layout.
 _REGION_COLUMNS = (
-    regions.c.start_addr,
-    regions.c.end_addr,
+    type_coerce(regions.c.start_addr, BigInteger),
+    type_coerce(regions.c.end_addr, BigInteger),
     regions.c.perms,
-    regions.c.offset,
+    type_coerce(regions.c.offset, BigInteger),
     regions.c.dev,
-    regions.c.inode,
+    type_coerce(regions.c.inode, BigInteger),
     paths.c.text,
     regions.c.deleted,
     *(regions.c[a] for a in SIZE_ATTRS),
@@ -138,12 +141,17 @@ def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
     return _snapshot(row, kind_totals(conn, snapshot_id))
 
 
-# Region's fields are in _REGION_COLUMNS' order: build it positionally, the fast way.
-_new_region = cast(Callable[..., Region], Region)
+_SHIFTED = (0, 1, 3, 5)  # positions of the U64 columns in _REGION_COLUMNS
 
 
-def _region(row: Row[Any]) -> Region:
-    return _new_region(*row)
+def _regions(rows: Sequence[Row[Any]]) -> list[Region]:
+    if not rows:
+        return []
+    columns: list[Any] = list(zip(*rows, strict=True))
+    for i in _SHIFTED:
+        columns[i] = [v + U64_SHIFT for v in columns[i]]
+    columns[7] = [bool(v) for v in columns[7]]
+    return list(map(Region._make, zip(*columns, strict=True)))
 
 
 def _alive_at(seq: int) -> Any:
@@ -165,7 +173,7 @@ def layout(conn: Connection, snap: Snapshot) -> list[Region]:
         .where(regions.c.process_id == snap.process_id, _alive_at(snap.seq))
         .order_by(regions.c.start_addr)
     )
-    return [_region(row) for row in conn.execute(query)]
+    return _regions(conn.execute(query).all())
 
 
 def changed_regions(
@@ -194,7 +202,7 @@ def changed_regions(
         )
         .order_by(regions.c.start_addr)
     )
-    return ([_region(r) for r in conn.execute(gone)], [_region(r) for r in conn.execute(came)])
+    return _regions(conn.execute(gone).all()), _regions(conn.execute(came).all())
 
 
 def paths_alive_at_both(

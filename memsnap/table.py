@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import repeat
 
 from tabulate import tabulate
 
@@ -21,6 +22,24 @@ _FAST_STYLES = {"simple": 2, "plain": 1}  # style -> lines tabulate puts above t
 
 def _width(cell: str) -> int:
     return len(_ANSI.sub("", cell)) if "\x1b" in cell else len(cell)
+
+
+def _widest(column: Sequence[str]) -> str:
+    if any("\x1b" in cell for cell in column):
+        return max(column, key=_width)
+    lengths = list(map(len, column))
+    return column[lengths.index(max(lengths))]
+
+
+def _pad(column: Sequence[str], width: int, align: str) -> list[str]:
+    """Every cell of a column padded to `width` visible characters, tabulate's way."""
+    if any("\x1b" in cell for cell in column):
+        return [
+            (" " * (width - _width(c)) + c) if align == "right" else (c + " " * (width - _width(c)))
+            for c in column
+        ]
+    pad = str.rjust if align == "right" else str.ljust
+    return list(map(pad, column, repeat(width)))
 
 
 def table(
@@ -36,10 +55,8 @@ def table(
             disable_numparse=True,
             colalign=list(colalign),
         )
-    columns = len(headers)
-    widest = []
-    for c in range(columns):
-        widest.append(max((row[c] for row in rows), key=_width))
+    columns = list(zip(*rows, strict=True))
+    widest = [_widest(column) for column in columns]
     sample = tabulate(
         [widest],
         headers=list(headers),
@@ -47,14 +64,8 @@ def table(
         disable_numparse=True,
         colalign=list(colalign),
     ).split("\n")
-    head = sample[:head_lines]
-    # The widths tabulate chose: the header's own plus padding, or the widest cell.
+    # The widths tabulate chose: the header's own plus two, or the widest cell.
     widths = [max(_width(h) + 2, _width(w)) for h, w in zip(headers, widest, strict=True)]
-    lines = head
-    for row in rows:
-        cells = []
-        for cell, width, align in zip(row, widths, colalign, strict=True):
-            fill = " " * (width - _width(cell))
-            cells.append(fill + cell if align == "right" else cell + fill)
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    padded = [_pad(col, w, a) for col, w, a in zip(columns, widths, colalign, strict=True)]
+    body = map(str.rstrip, map("  ".join, zip(*padded, strict=True)))
+    return "\n".join([*sample[:head_lines], *body])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
+@lru_cache(maxsize=65536)
 def human(n: int | None) -> str:
     """A size in 1024-based units: `512 B`, `4.0 KiB`, `30.0 MiB`; `-` when unknown."""
     if n is None:
