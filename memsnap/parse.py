@@ -172,13 +172,13 @@ def _column_sizes(column: list[str], key: str) -> list[int | None] | None:
         return None
 
 
-def _parse_strided(lines: list[str]) -> Parsed | None:
+def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None:
     """The fast path: slice the lines by the block stride and convert whole columns at
     once. Returns None whenever anything is irregular; the line-by-line parser then
     takes over (and names the offending line)."""
     if not lines:
         return Parsed([], False)
-    stride = _block_stride(lines)
+    stride = stride or _block_stride(lines)
     if len(lines) % stride:
         return None
     headers = lines[0::stride]
@@ -231,12 +231,49 @@ def _parse_strided(lines: list[str]) -> Parsed | None:
     return Parsed(mappings, stride > 1)
 
 
-def parse_text(text: str) -> Parsed:
+def _parse_in_pieces(text: str, budget: int) -> Parsed | None:
+    """The fast path over a text cut into pieces of about `budget` characters at block
+    boundaries: 60,000 mappings of smaps are 1.5 million lines, and holding them all as
+    strings at once would cost more memory than everything else together."""
+    mappings: list[Mapping] = []
+    carry: list[str] = []
+    stride = 0
+    pos, size = 0, len(text)
+    while pos < size:
+        end = size if pos + budget >= size else text.rfind("\n", pos, pos + budget) + 1
+        if end <= pos:  # one line longer than the budget
+            end = text.find("\n", pos + budget) + 1 or size
+        lines = carry + text[pos:end].split("\n")
+        pos = end
+        if pos >= size:
+            while lines and not lines[-1].strip():
+                lines.pop()
+            carry = []
+        else:
+            lines.pop()  # the piece ends with a newline: the empty string after it
+            if not stride:
+                found = _block_stride(lines)
+                if found >= len(lines):
+                    carry = lines  # not even one whole block yet
+                    continue
+                stride = found
+            whole = len(lines) - len(lines) % stride
+            lines, carry = lines[:whole], lines[whole:]
+        parsed = _parse_strided(lines, stride or None)
+        if parsed is None:
+            return None
+        if not stride and lines:
+            stride = _block_stride(lines)
+        mappings.extend(parsed.mappings)
+    return Parsed(mappings, stride > 1)
+
+
+def parse_text(text: str, piece: int = 4 << 20) -> Parsed:
     """Parse a whole maps or smaps text; smaps when any field line is present."""
+    fast = _parse_in_pieces(text, piece)
+    if fast is not None:
+        return fast
     lines = text.split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
-    fast = _parse_strided(lines)
-    if fast is not None:
-        return fast
     return parse_lines(lines)

@@ -167,3 +167,21 @@ def test_fast_path_refuses_irregular_blocks() -> None:
     assert _parse_strided(block + swapped) is None
     parsed = parse_text("\n".join(block + swapped))  # the line parser gets it right
     assert [(m.rss, m.pss) for m in parsed.mappings] == [(4096, 4096), (8192, 8192)]
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("piece", [60, 700, 5000])
+def test_parsing_in_pieces_agrees_and_stays_fast(name: str, piece: int) -> None:
+    from memsnap.parse import _parse_in_pieces, _parse_strided, parse_lines
+
+    text = fixture_text(name)
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    whole = _parse_strided(lines)
+    pieces = _parse_in_pieces(text, piece)
+    # Cutting into pieces never turns a regular text into an irregular one...
+    assert (pieces is None) == (whole is None)
+    # ...and never changes the result.
+    if pieces is not None:
+        assert pieces == parse_lines(lines)
