@@ -95,6 +95,11 @@ def compare(
     return name, a, b, a / b, target, max(peaks)
 
 
+def pmap_each(pids: list[int]) -> list[str]:
+    """One shell running `pmap -X` once for each process, as a person would loop it."""
+    return ["sh", "-c", " ".join(f"pmap -X {p} >/dev/null 2>&1;" for p in pids) + " true"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mappings", type=int, default=60_000)
@@ -104,9 +109,11 @@ def main() -> None:
     if memsnap is None or shutil.which("pmap") is None:
         sys.exit("needs an installed memsnap and pmap on PATH")
 
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         helper = Helper(work, args.mappings)
+        other = Helper(work, args.mappings)
         try:
             pid = str(helper.pid)
             pmap = ["pmap", "-X", pid]
@@ -121,10 +128,8 @@ def main() -> None:
                 return [memsnap, "--db", str(copy), "record", pid]
 
             print(f"helper pid {pid}: {helper.regions()} mappings; {args.rounds} rounds\n")
-            results = [
-                compare("record (new process)", fresh_db, pmap, args.rounds, 1.0),
-            ]
-            run([memsnap, "--db", db, "record", pid])
+            results.append(compare("record (new process)", fresh_db, pmap, args.rounds, 1.0))
+            run([memsnap, "--db", db, "record", pid])  # snapshot 2
             results.append(
                 compare(
                     "record (unchanged)",
@@ -132,6 +137,29 @@ def main() -> None:
                     pmap,
                     args.rounds,
                     0.8,
+                )
+            )
+            helper.send("rwx")  # a small change, then a snapshot to diff against
+            run([memsnap, "--db", db, "record", pid])
+            last = str(2 + args.rounds + 1)
+            results.append(
+                compare(
+                    "diff (two snapshots of it)",
+                    lambda: [memsnap, "--db", db, "diff", "2", last],
+                    pmap,
+                    args.rounds,
+                    0.5,
+                )
+            )
+            run([memsnap, "--db", db, "record", str(other.pid)])
+            other_id = str(2 + args.rounds + 2)
+            results.append(
+                compare(
+                    "diff (two different processes)",
+                    lambda: [memsnap, "--db", db, "diff", last, other_id],
+                    pmap,
+                    args.rounds,
+                    1.0,
                 )
             )
             results.append(
@@ -145,6 +173,7 @@ def main() -> None:
             )
         finally:
             helper.stop()
+            other.stop()
         small = str(work / "small.db")
         run([memsnap, "--db", small, "record", str(os.getpid())])
         results.append(
@@ -154,6 +183,27 @@ def main() -> None:
                 [sys.executable, "-c", "import sqlalchemy"],
                 args.rounds,
                 1.5,
+            )
+        )
+        everyone = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        machine = str(work / "machine.db")
+        results.append(
+            compare(
+                "record --all (first time)",
+                lambda: [memsnap, "--db", machine + str(next(counter)), "record", "--all"],
+                pmap_each(everyone),
+                args.rounds,
+                1.0,
+            )
+        )
+        run([memsnap, "--db", machine, "record", "--all"])
+        results.append(
+            compare(
+                "record --all (again)",
+                lambda: [memsnap, "--db", machine, "record", "--all"],
+                pmap_each(everyone),
+                args.rounds,
+                1.0,
             )
         )
 

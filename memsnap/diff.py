@@ -17,6 +17,7 @@ layout twice.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -157,9 +158,9 @@ def pair_by_identity(
     before: Sequence[Region], after: Sequence[Region]
 ) -> tuple[list[Region], list[Region], list[RegionChange]]:
     """(removed, added, changed) for two different processes: by path, offset, kind."""
-    groups: dict[tuple[str | None, int, str], list[Region]] = {}
+    groups: dict[tuple[str | None, int, str], deque[Region]] = {}
     for r in sorted(after, key=lambda r: r.start):
-        groups.setdefault((r.path, r.offset if r.path else 0, r.kind), []).append(r)
+        groups.setdefault((r.path, r.offset if r.path else 0, r.kind), deque()).append(r)
     removed: list[Region] = []
     changed: list[RegionChange] = []
     for r in sorted(before, key=lambda r: r.start):
@@ -167,7 +168,7 @@ def pair_by_identity(
         if not queue:
             removed.append(r)
             continue
-        twin = queue.pop(0)
+        twin = queue.popleft()
         differences = _differences(r, twin, IDENTITY_FIELDS)
         if differences:
             changed.append(RegionChange(r, twin, differences))
