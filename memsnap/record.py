@@ -20,7 +20,7 @@ from memsnap.model import Mapping, ProcessIdentity, Totals
 from memsnap.parse import parse_text
 from memsnap.procfs import Capture, Proc
 from memsnap.store.database import Database
-from memsnap.store.writer import SnapshotInfo, save_snapshot, save_unchanged, sum_totals
+from memsnap.store.writer import SnapshotInfo, save_snapshot, save_unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +109,8 @@ def record_capture(
         info.page_size,
     )
     with db.writing() as conn:
-        snapshot_id = save_snapshot(conn, snapshot, parsed.mappings, kinds)
-    return Recorded(snapshot_id, info.identity.pid, info.command, sum_totals(parsed.mappings))
+        snapshot_id, totals = save_snapshot(conn, snapshot, parsed.mappings, kinds)
+    return Recorded(snapshot_id, info.identity.pid, info.command, totals)
 
 
 def record_pid(
@@ -157,5 +157,5 @@ def record_text(
         has_smaps=parsed.has_smaps,
     )
     with db.writing() as conn:
-        snapshot_id = save_snapshot(conn, info, mappings, kinds)
-    return Recorded(snapshot_id, pid, name, sum_totals(mappings))
+        snapshot_id, totals = save_snapshot(conn, info, mappings, kinds)
+    return Recorded(snapshot_id, pid, name, totals)

@@ -165,16 +165,6 @@ def _add(total: int | None, value: int | None) -> int | None:
     return value if total is None else total + value
 
 
-def sum_totals(items: Iterable[Mapping]) -> Totals:
-    count = size = 0
-    rss = pss = swap = None
-    for m in items:
-        count += 1
-        size += m.end - m.start
-        rss, pss, swap = _add(rss, m.rss), _add(pss, m.pss), _add(swap, m.swap)
-    return Totals(regions=count, size=size, rss=rss, pss=pss, swap=swap)
-
-
 def _known_sum(values: Iterable[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
@@ -303,49 +293,55 @@ def _stored_keys(
     return list(zip(*columns, kinds, strict=True))
 
 
+def _keep_unchanged(
+    conn: Connection, process_row: int, seq: int, keys: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """Compare with the rows still open: close those gone or changed (`last_seq = seq-1`)
+    and return the keys that need new rows."""
+    mark = _placeholder(conn)
+    # Identical lines can occur in an imported text; each must still be stored.
+    wanted: dict[tuple[Any, ...], list[int]] = {}
+    for i, key in enumerate(keys):
+        wanted.setdefault(key, []).append(i)
+    open_rows = conn.exec_driver_sql(
+        f"SELECT {_columns(conn, _KEY_COLUMNS)}, id FROM regions "
+        f"WHERE process_id = {mark} AND last_seq IS NULL",
+        (process_row,),
+    ).all()
+    vanished = []
+    for row in open_rows:
+        still = wanted.get(tuple(row[:-1]))
+        if still:
+            still.pop()
+        else:
+            vanished.append((seq - 1, row[-1]))
+    if vanished:
+        conn.exec_driver_sql(f"UPDATE regions SET last_seq = {mark} WHERE id = {mark}", vanished)
+    return [keys[i] for indexes in wanted.values() for i in indexes]
+
+
 def save_snapshot(
     conn: Connection, info: SnapshotInfo, mappings: Sequence[Mapping], kinds: Sequence[str]
-) -> int:
-    """Store one snapshot inside the caller's transaction; returns its id."""
+) -> tuple[int, Totals]:
+    """Store one snapshot inside the caller's transaction; returns its id and totals."""
     process_row = process_id(conn, info.identity, info.command, info.cmdline, info.exe)
     latest = latest_snapshot(conn, process_row)
     seq = 1 if latest is None else latest.seq + 1
     path_ids = intern_paths(conn, (m.path for m in mappings if m.path is not None))
     keys = _stored_keys(mappings, kinds, path_ids)
-    mark = _placeholder(conn)
-
-    # Identical lines can occur in an imported text; each must still be stored.
-    wanted: dict[tuple[Any, ...], list[int]] = {}
-    for i, key in enumerate(keys):
-        wanted.setdefault(key, []).append(i)
-    if latest is not None:
-        open_rows = conn.exec_driver_sql(
-            f"SELECT {_columns(conn, _KEY_COLUMNS)}, id FROM regions "
-            f"WHERE process_id = {mark} AND last_seq IS NULL",
-            (process_row,),
-        ).all()
-        vanished = []
-        for row in open_rows:
-            still = wanted.get(tuple(row[:-1]))
-            if still:
-                still.pop()
-            else:
-                vanished.append((seq - 1, row[-1]))
-        if vanished:
-            conn.exec_driver_sql(
-                f"UPDATE regions SET last_seq = {mark} WHERE id = {mark}", vanished
-            )
-    # Everything is new on a first snapshot: the keys go to the driver as they are.
-    new_rows = keys if latest is None else [keys[i] for idx in wanted.values() for i in idx]
+    # Everything is new in a process's first snapshot: the keys go to the driver as is.
+    new_rows = keys if latest is None else _keep_unchanged(conn, process_row, seq, keys)
     if new_rows:
         # The process and sequence are the same on every row: written into the statement
         # (they are integers memsnap made) rather than copied into 60,000 tuples.
+        marks = ", ".join([_placeholder(conn)] * len(_KEY_COLUMNS))
         conn.exec_driver_sql(
             f"INSERT INTO regions (process_id, first_seq, {_columns(conn, _KEY_COLUMNS)}) "
-            f"VALUES ({int(process_row)}, {int(seq)}, {', '.join([mark] * len(_KEY_COLUMNS))})",
+            f"VALUES ({int(process_row)}, {int(seq)}, {marks})",
             new_rows,
         )
     by_kind = totals_by_kind(mappings, kinds)
-    snapshot_id = _snapshot_row(conn, process_row, seq, info, combine(by_kind.values()))
+    totals = combine(by_kind.values())
+    snapshot_id = _snapshot_row(conn, process_row, seq, info, totals)
     _kind_rows(conn, snapshot_id, by_kind)
-    return snapshot_id
+    return snapshot_id, totals
