@@ -212,40 +212,24 @@ def callouts_block(d: Diff) -> str:
     return "\n".join(lines)
 
 
+def _whole_row(sign: str, r: Region, what: str, color: bool) -> list[str]:
+    """A region that was added or removed whole."""
+    return [
+        sign,
+        paint(r.kind, r.kind, color),
+        f"{r.start:x}-{r.end:x}",
+        human(r.size),
+        r.perms,
+        human(r.rss),
+        display_path(r),
+        what,
+    ]
+
+
 def _detail_rows(d: Diff, color: bool) -> list[list[str]]:
     rows: list[tuple[int, list[str]]] = []
-    for r in d.added:
-        rows.append(
-            (
-                r.start,
-                [
-                    "+",
-                    paint(r.kind, r.kind, color),
-                    f"{r.start:x}-{r.end:x}",
-                    human(r.size),
-                    r.perms,
-                    human(r.rss),
-                    display_path(r),
-                    "added",
-                ],
-            )
-        )
-    for r in d.removed:
-        rows.append(
-            (
-                r.start,
-                [
-                    "-",
-                    paint(r.kind, r.kind, color),
-                    f"{r.start:x}-{r.end:x}",
-                    human(r.size),
-                    r.perms,
-                    human(r.rss),
-                    display_path(r),
-                    "removed",
-                ],
-            )
-        )
+    rows += [(r.start, _whole_row("+", r, "added", color)) for r in d.added]
+    rows += [(r.start, _whole_row("-", r, "removed", color)) for r in d.removed]
     for c in d.changed:
         rows.append((c.after.start, _changed_row(c, color)))
     rows.sort(key=lambda item: item[0])
