@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -255,11 +255,7 @@ def process_snapshots(
     """Every snapshot of processes with this pid, oldest first, with kind totals."""
     snaps = list_snapshots(conn, SnapshotFilter(pid=pid, since=since, until=until))
     snaps.reverse()
-    return [Snapshot(**{**_fields(s), "kinds": kind_totals(conn, s.id)}) for s in snaps]
-
-
-def _fields(s: Snapshot) -> dict[str, Any]:
-    return {f: getattr(s, f) for f in Snapshot.__dataclass_fields__}
+    return [replace(s, kinds=kind_totals(conn, s.id)) for s in snaps]
 
 
 def diff_between(conn: Connection, a: Snapshot, b: Snapshot) -> Diff:
