@@ -17,6 +17,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from memsnap.errors import KernelThread, ProcessDenied, ProcessError, ProcessGone
 from memsnap.model import ProcessIdentity
@@ -37,6 +38,14 @@ class ProcessInfo:
     kernel: str
 
 
+class ThreadPointers(NamedTuple):
+    """Stack pointers of a process's threads (the main one aside), and how many threads
+    did not tell theirs."""
+
+    known: tuple[int, ...]
+    unknown: int
+
+
 @dataclass(frozen=True, slots=True)
 class Capture:
     """The raw text of one read of a process's map, with what classifying needs."""
@@ -44,7 +53,7 @@ class Capture:
     info: ProcessInfo
     text: str
     has_smaps: bool
-    thread_stack_pointers: tuple[int, ...]
+    threads: ThreadPointers
     # Hash of everything classifying depends on: equal digests mean equal snapshots.
     digest: str
 
@@ -145,29 +154,28 @@ class Proc:
             kernel=os.uname().release,
         )
 
-    def thread_stack_pointers(self, pid: int) -> tuple[int, ...]:
+    def thread_stack_pointers(self, pid: int) -> ThreadPointers:
         """The stack pointer of each thread but the main one, where the kernel tells it.
 
         `/proc/PID/task/TID/syscall` ends with `sp pc` for a thread blocked in a system
         call; a running thread says `running`, and other users' threads are unreadable:
-        those are simply left out (the classifier falls back to the guard-page rule).
+        those are counted as unknown (the classifier then also uses the guard-page rule).
         """
         pointers = []
+        unknown = 0
         try:
             tids = os.listdir(self.pid_dir(pid) / "task")
         except OSError:
-            return ()
+            return ThreadPointers((), 1)
         for tid in tids:
             if tid == str(pid):
                 continue
             try:
                 fields = read_file(self.pid_dir(pid) / "task" / tid / "syscall").split()
-            except OSError:
-                continue
-            if len(fields) >= 3 and fields[-2].startswith("0x"):
-                with contextlib.suppress(ValueError):
-                    pointers.append(int(fields[-2], 16))
-        return tuple(pointers)
+                pointers.append(int(fields[-2], 16))
+            except (OSError, ValueError, IndexError):
+                unknown += 1
+        return ThreadPointers(tuple(sorted(pointers)), unknown)
 
     def capture(self, pid: int, smaps: bool = True) -> Capture:
         """Read one consistent picture of a process's map, or raise `ProcessError`.
@@ -182,16 +190,16 @@ class Proc:
             if self.state(pid) == "Z":
                 raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
             raise KernelThread(f"pid {pid}: kernel thread: no user address space")
-        pointers = self.thread_stack_pointers(pid)
+        threads = self.thread_stack_pointers(pid)
         if self.start_ticks(pid) != info.identity.start_ticks:
             raise ProcessGone(f"pid {pid}: the process exited and its pid was reused")
         digest = hashlib.blake2b(raw, digest_size=20)
-        digest.update(repr((smaps, info.exe, sorted(pointers), info.page_size)).encode())
+        digest.update(repr((smaps, info.exe, threads, info.page_size)).encode())
         return Capture(
             info=info,
             text=raw.decode("utf-8", "surrogateescape"),
             has_smaps=smaps,
-            thread_stack_pointers=pointers,
+            threads=threads,
             digest=digest.hexdigest(),
         )
 

@@ -100,7 +100,7 @@ def record_capture(
         return Recorded(same[0], info.identity.pid, info.command, same[1])
     parsed = parse_text(capture.text)
     # A running thread has no readable stack pointer; then the guard-page rule helps.
-    threads = Threads(capture.thread_stack_pointers, some_unknown=True)
+    threads = Threads(capture.threads.known, some_unknown=capture.threads.unknown > 0)
     kinds = classify(
         parsed.mappings,
         info.exe,

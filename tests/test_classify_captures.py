@@ -194,3 +194,21 @@ def test_exe_decides_the_program() -> None:
         k for m, k in zip(mappings, kinds, strict=True) if m.path == "/usr/local/bin/layout-demo"
     ]
     assert demo == ["lib-rodata", "lib-text", "lib-rodata", "lib-rodata", "lib-data"]
+
+
+def test_thread_stacks_by_stack_pointer_and_by_guard() -> None:
+    from memsnap.classify import Threads
+
+    text = (
+        "7f0000000000-7f0000001000 ---p 00000000 00:00 0 \n"
+        "7f0000001000-7f0000801000 rw-p 00000000 00:00 0 \n"
+        "7f0000801000-7f0000802000 ---p 00000000 00:00 0 \n"
+        "7f0000802000-7f0001002000 rw-p 00000000 00:00 0 \n"
+    )
+    mappings = parse_text(text).mappings
+    # Every thread told its stack pointer: only the region holding one is a stack.
+    told = classify(mappings, None, Threads((0x7F00010011F0,), some_unknown=False))
+    assert told == ["guard", "anon", "guard", "thread-stack"]
+    # Some did not: a writable region right above a small guard is taken as one too.
+    untold = classify(mappings, None, Threads((), some_unknown=True))
+    assert untold == ["guard", "thread-stack", "guard", "thread-stack"]
