@@ -408,3 +408,27 @@ def test_undecodable_bytes_in_paths_and_names(cli: Cli) -> None:
     doc = json.loads(cli("show", "1", "--format", "json").stdout)
     assert {r["path"] for r in doc["regions"]} == {"/opt/caf\\xe9/bin/\\xff\\xfeprog"}
     assert [r["kind"] for r in doc["regions"]] == ["text", "data"]
+
+
+def test_a_record_that_fails_leaves_no_row_at_all(
+    sqlite_url: str, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import func, select
+
+    import memsnap.record
+    from memsnap.errors import ParseError
+    from memsnap.store.schema import paths, processes, regions
+
+    def broken(text_: str) -> None:
+        raise ParseError(7, "garbage", "not a maps line")
+
+    monkeypatch.setattr(memsnap.record, "parse_text", broken)
+    out = Cli(sqlite_url)("record", str(target.pid))
+    assert out.exit_code == 1 and "line 7" in out.stderr
+    db = open_database(sqlite_url)
+    try:
+        with db.reading() as conn:
+            for table in (processes, paths, regions):
+                assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
+    finally:
+        db.close()

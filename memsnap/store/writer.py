@@ -148,6 +148,13 @@ def process_id(
             conn.execute(insert(processes).values(values).returning(processes.c.id)).scalar_one()
         )
     _insert_ignoring_conflicts(conn, processes, [values])
+    found = find_process(conn, identity)
+    assert found is not None  # inserted just now, or already there
+    return found
+
+
+def find_process(conn: Connection, identity: ProcessIdentity) -> int | None:
+    """The row of a live process seen before (locked on PostgreSQL), or None."""
     query = select(processes.c.id).where(
         processes.c.host == escape_undecodable(identity.host),
         processes.c.boot_id == identity.boot_id,
@@ -156,7 +163,8 @@ def process_id(
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    return int(conn.execute(query).scalar_one())
+    row = conn.execute(query).scalar_one_or_none()
+    return None if row is None else int(row)
 
 
 def _add(total: int | None, value: int | None) -> int | None:
@@ -263,9 +271,13 @@ def _kind_rows(conn: Connection, snapshot_id: int, kinds: dict[str, Totals]) -> 
 def save_unchanged(conn: Connection, info: SnapshotInfo) -> tuple[int, Totals] | None:
     """A new snapshot identical to the process's latest one, if its digest says so:
     no region row is read or written. None when there is no such latest snapshot."""
-    if info.digest is None:
+    if info.digest is None or info.identity.boot_id is None:
         return None
-    process_row = process_id(conn, info.identity, info.command, info.cmdline, info.exe)
+    # Only looked up, never created here: if the text turns out not to parse, a record
+    # that failed must leave nothing behind, not even a process row.
+    process_row = find_process(conn, info.identity)
+    if process_row is None:
+        return None
     latest = latest_snapshot(conn, process_row)
     if latest is None or latest.digest != info.digest:
         return None
