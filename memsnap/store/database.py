@@ -193,13 +193,25 @@ def upgrade(conn: Connection, revision: str = "head", script_location: Path | No
     command.upgrade(cfg, revision)
 
 
-def known_revisions(script_location: Path | None = None) -> set[str]:
+def _scripts(script_location: Path | None) -> Any:
+    """Alembic's view of the migration scripts (Alembic is imported only here)."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location or migrations_dir()))
-    return {rev.revision for rev in ScriptDirectory.from_config(cfg).walk_revisions()}
+    return ScriptDirectory.from_config(cfg)
+
+
+def known_revisions(script_location: Path | None = None) -> set[str]:
+    return {rev.revision for rev in _scripts(script_location).walk_revisions()}
+
+
+def script_head(script_location: Path) -> str:
+    head = _scripts(script_location).get_current_head()
+    if head is None:
+        raise DatabaseError(f"{script_location}: holds no migrations")
+    return str(head)
 
 
 def create_db_engine(url: str) -> Engine:
@@ -236,7 +248,7 @@ def open_database(target: str | None = None, script_location: Path | None = None
             conn.rollback()
         head = SCHEMA_HEAD if script_location is None else script_head(script_location)
         if current != head:
-            _migrate(engine, current, script_location)
+            _migrate(engine, current, head, script_location)
     except DatabaseError:
         engine.dispose()
         raise
@@ -246,13 +258,12 @@ def open_database(target: str | None = None, script_location: Path | None = None
     return Database(engine=engine, url=url)
 
 
-def _migrate(engine: Engine, current: str | None, script_location: Path | None) -> None:
+def _migrate(engine: Engine, current: str | None, head: str, script_location: Path | None) -> None:
     if current is not None and current not in known_revisions(script_location):
         raise DatabaseError(
             f"the database is at schema revision {current}, which this memsnap does not "
             "know: it was written by a newer memsnap; upgrade memsnap (left untouched)"
         )
-    head = SCHEMA_HEAD if script_location is None else script_head(script_location)
     conn = engine.connect().execution_options(memsnap_immediate=True)
     try:
         with conn.begin():
@@ -272,18 +283,6 @@ def _migrate(engine: Engine, current: str | None, script_location: Path | None) 
         ) from None
     finally:
         conn.close()
-
-
-def script_head(script_location: Path) -> str:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(script_location))
-    head = ScriptDirectory.from_config(cfg).get_current_head()
-    if head is None:
-        raise DatabaseError(f"{script_location}: holds no migrations")
-    return head
 
 
 def _reason(exc: SQLAlchemyError) -> str:
