@@ -14,13 +14,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Row, Select, and_, or_, select, type_coerce
+from sqlalchemy import BigInteger, Connection, Row, Select, or_, select, type_coerce
 
 from memsnap.diff import Diff, diff_snapshots, libraries, same_process
 from memsnap.errors import NotFoundError
 from memsnap.model import SIZE_ATTRS, ProcessIdentity, Region, Snapshot, Totals
+from memsnap.store.rawsql import columns, placeholder
 from memsnap.store.schema import U64_SHIFT, paths, processes, regions, snapshot_kinds, snapshots
 
 _SNAPSHOT_COLUMNS = (
@@ -154,26 +156,32 @@ def _regions(rows: Sequence[Row[Any]]) -> list[Region]:
     return list(map(Region._make, zip(*columns, strict=True)))
 
 
-def _alive_at(seq: int) -> Any:
-    return and_(
-        regions.c.first_seq <= seq, or_(regions.c.last_seq.is_(None), regions.c.last_seq >= seq)
-    )
-
-
 def _region_query() -> Select[Any]:
     return select(*_REGION_COLUMNS).select_from(
         regions.outerjoin(paths, regions.c.path_id == paths.c.id)
     )
 
 
+_LAYOUT_FIELDS = ("start_addr", "end_addr", "perms", "offset", "dev", "inode")
+_LAYOUT_REST = ("deleted", *SIZE_ATTRS, "vm_flags", "kind")
+
+
 def layout(conn: Connection, snap: Snapshot) -> list[Region]:
-    """Every region of a snapshot, in ascending address order."""
-    query = (
-        _region_query()
-        .where(regions.c.process_id == snap.process_id, _alive_at(snap.seq))
-        .order_by(regions.c.start_addr)
-    )
-    return _regions(conn.execute(query).all())
+    """Every region of a snapshot, in ascending address order.
+
+    The one query that reads a whole snapshot, so it goes straight to the driver and
+    sorts in Python: cheaper, at 60,000 rows, than SQLAlchemy's rows and SQLite's sorter.
+    """
+    mark = placeholder(conn)
+    rows = conn.exec_driver_sql(
+        f"SELECT {columns(conn, _LAYOUT_FIELDS, 'r')}, p.text, "
+        f"{columns(conn, _LAYOUT_REST, 'r')} FROM regions r "
+        f"LEFT JOIN paths p ON p.id = r.path_id WHERE r.process_id = {mark} "
+        f"AND r.first_seq <= {mark} AND (r.last_seq IS NULL OR r.last_seq >= {mark})",
+        (snap.process_id, snap.seq, snap.seq),
+    ).all()
+    # Stored starts are shifted by 2**63, which keeps the order of the real ones.
+    return _regions(sorted(rows, key=itemgetter(0)))
 
 
 def changed_regions(

@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from memsnap.model import SIZE_ATTRS, Mapping, ProcessIdentity, Totals
 from memsnap.names import escape_undecodable, raw_bytes
+from memsnap.store.rawsql import columns, placeholder
 from memsnap.store.schema import (
     U64_SHIFT,
     paths,
@@ -75,16 +76,6 @@ class SnapshotInfo:
 def path_digest(text: str) -> str:
     """A path's identity: the hash of its exact bytes, whatever they are."""
     return hashlib.sha256(raw_bytes(text)).hexdigest()
-
-
-def _placeholder(conn: Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
-
-def _columns(conn: Connection, names: Sequence[str]) -> str:
-    """Column names for hand-written SQL, quoted where the dialect needs it (`offset`)."""
-    quote = conn.dialect.identifier_preparer.quote
-    return ", ".join(quote(n) for n in names)
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -310,13 +301,13 @@ def _keep_unchanged(
 ) -> list[tuple[Any, ...]]:
     """Compare with the rows still open: close those gone or changed (`last_seq = seq-1`)
     and return the keys that need new rows."""
-    mark = _placeholder(conn)
+    mark = placeholder(conn)
     # Identical lines can occur in an imported text; each must still be stored.
     wanted: dict[tuple[Any, ...], list[int]] = {}
     for i, key in enumerate(keys):
         wanted.setdefault(key, []).append(i)
     open_rows = conn.exec_driver_sql(
-        f"SELECT {_columns(conn, _KEY_COLUMNS)}, id FROM regions "
+        f"SELECT {columns(conn, _KEY_COLUMNS)}, id FROM regions "
         f"WHERE process_id = {mark} AND last_seq IS NULL",
         (process_row,),
     ).all()
@@ -346,9 +337,9 @@ def save_snapshot(
     if new_rows:
         # The process and sequence are the same on every row: written into the statement
         # (they are integers memsnap made) rather than copied into 60,000 tuples.
-        marks = ", ".join([_placeholder(conn)] * len(_KEY_COLUMNS))
+        marks = ", ".join([placeholder(conn)] * len(_KEY_COLUMNS))
         conn.exec_driver_sql(
-            f"INSERT INTO regions (process_id, first_seq, {_columns(conn, _KEY_COLUMNS)}) "
+            f"INSERT INTO regions (process_id, first_seq, {columns(conn, _KEY_COLUMNS)}) "
             f"VALUES ({int(process_row)}, {int(seq)}, {marks})",
             new_rows,
         )
