@@ -145,22 +145,24 @@ def with_gaps(regions: Sequence[Region]) -> list[Region]:
 
 
 def show_rows(regions: Iterable[Region], page_size: int, color: bool) -> list[list[str]]:
+    """One row per region; on a terminal the whole row takes its kind's color."""
     rows = []
     width = 12
     regions = list(regions)
     if regions:
         width = max(len(f"{r.end:x}") for r in regions)
     for r in regions:
+        row = [
+            r.kind,
+            f"{r.start:0{width}x}-{r.end:0{width}x}",
+            human(r.size),
+            str(r.size // page_size),
+            r.perms,
+            human(r.rss) if r.kind != "gap" else "",
+            display_path(r),
+        ]
         rows.append(
-            [
-                paint(r.kind, r.kind, color),
-                f"{r.start:0{width}x}-{r.end:0{width}x}",
-                human(r.size),
-                str(r.size // page_size),
-                r.perms,
-                human(r.rss) if r.kind != "gap" else "",
-                display_path(r),
-            ]
+            [paint(cell, r.kind, color) if cell else cell for cell in row] if color else row
         )
     return rows
 

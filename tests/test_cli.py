@@ -235,3 +235,44 @@ def test_fast_table_is_exactly_tabulates(style: str) -> None:
             rows, headers=SHOW_HEADERS, tablefmt=style, disable_numparse=True, colalign=align
         )
         assert table(rows, SHOW_HEADERS, style, align) == expected
+
+
+def test_colored_rows_take_their_kinds_color_and_a_legend() -> None:
+    from memsnap.classify import classify
+    from memsnap.model import Region
+    from memsnap.parse import parse_text
+    from memsnap.render import KIND_COLORS, show_table
+
+    mappings = parse_text(fixture_text(LOCAL_MAPS)).mappings
+    regions = [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
+    snap_out = show_table(_snapshot_for(regions), regions, "simple", color=True)
+    heap_line = next(line for line in snap_out.splitlines() if "[heap]" in line)
+    code = f"\x1b[{KIND_COLORS['heap']}m"
+    assert heap_line.startswith(code + "heap") and heap_line.count(code) == 7  # every cell
+    legend = snap_out.splitlines()[-1]
+    assert legend.startswith("legend: ") and f"{code}heap\x1b[0m" in legend
+    plain = show_table(_snapshot_for(regions), regions, "simple", color=False)
+    assert "\x1b[" not in plain and "legend" not in plain
+
+
+def _snapshot_for(regions: list[object]) -> object:
+    from datetime import datetime, timezone
+
+    from memsnap.model import ProcessIdentity, Snapshot, Totals
+
+    return Snapshot(
+        id=1,
+        process_id=1,
+        seq=1,
+        taken_at=datetime.now(timezone.utc),
+        identity=ProcessIdentity("h", None, 1, None),
+        command="x",
+        cmdline=(),
+        exe=None,
+        label=None,
+        page_size=4096,
+        kernel=None,
+        source="file",
+        has_smaps=False,
+        totals=Totals(len(regions), 0),
+    )

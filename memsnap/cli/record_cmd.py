@@ -164,13 +164,15 @@ def record_live(
 def record(
     ctx: typer.Context,
     pids: list[int] = typer.Argument(
-        None, metavar="[PID]...", show_default=False, help="Processes to record."
+        None, metavar="PID", show_default=False, help="Processes to record."
     ),
     all_: bool = typer.Option(False, "--all", help="Every process memsnap may read."),
     name: str | None = typer.Option(
         None, "--name", metavar="REGEX", help="Only processes whose command matches."
     ),
-    label: str | None = typer.Option(None, "--label", help="A note kept with each snapshot."),
+    label: str | None = typer.Option(
+        None, "--label", metavar="TEXT", help="A note kept with each snapshot."
+    ),
     no_smaps: bool = typer.Option(
         False, "--no-smaps", help="Read maps only: no RSS/PSS/swap, faster."
     ),
@@ -181,7 +183,7 @@ def record(
         help="Import a saved maps or smaps text ('-' reads standard input).",
     ),
     pid_for_file: int | None = typer.Option(
-        None, "--pid", help="With --from-file: the pid it belongs to."
+        None, "--pid", metavar="PID", help="With --from-file: the pid it belongs to."
     ),
     every: float | None = typer.Option(
         None, "--every", metavar="SECONDS", help="Watch: a snapshot every SECONDS."
