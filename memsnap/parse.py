@@ -32,10 +32,14 @@ from itertools import repeat
 from memsnap.errors import ParseError
 from memsnap.model import SIZE_ATTRS, SMAPS_FIELDS, Mapping
 
-_HEADER = re.compile(
+# One header line: start-end perms offset major:minor inode [padding path].
+_HEADER_PATTERN = (
     r"([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) ([r-][w-][x-][ps]) ([0-9a-fA-F]{1,16}) "
     r"([0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,8}) +([0-9]{1,20})(?:[ \t]+(.*))?"
 )
+_HEADER = re.compile(_HEADER_PATTERN)
+# The same, for all headers of a text at once (`.` never crosses a newline).
+_HEADERS = re.compile(f"^{_HEADER_PATTERN}$", re.MULTILINE)
 _DELETED = " (deleted)"
 _KEY_TO_ATTR: dict[str, str] = {key: attr for attr, key in SMAPS_FIELDS}
 _MAX_ADDRESS = 2**64
@@ -141,11 +145,6 @@ def parse_lines(lines: Iterable[str]) -> Parsed:
     return Parsed(mappings, has_smaps)
 
 
-_HEADERS = re.compile(
-    r"^([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16}) ([r-][w-][x-][ps]) ([0-9a-fA-F]{1,16}) "
-    r"([0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,8}) +([0-9]{1,20})(?:[ \t]+(.*))?$",
-    re.MULTILINE,
-)
 _VMFLAGS = "VmFlags:"
 
 
