@@ -151,8 +151,8 @@ def _regions(rows: Sequence[Row[Any]]) -> list[Region]:
         return []
     columns: list[Any] = list(zip(*rows, strict=True))
     for i in _SHIFTED:
-        columns[i] = [v + U64_SHIFT for v in columns[i]]
-    columns[7] = [bool(v) for v in columns[7]]
+        columns[i] = list(map(U64_SHIFT.__add__, columns[i]))
+    columns[7] = list(map(bool, columns[7]))
     return list(map(Region._make, zip(*columns, strict=True)))
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals
-from memsnap.table import table
+from memsnap.table import table, table_of_columns
 from memsnap.units import human
 
 FORMAT_VERSION = 1
@@ -144,27 +144,32 @@ def with_gaps(regions: Sequence[Region]) -> list[Region]:
     return out
 
 
-def show_rows(regions: Iterable[Region], page_size: int, color: bool) -> list[list[str]]:
-    """One row per region; on a terminal the whole row takes its kind's color."""
-    rows = []
-    width = 12
-    regions = list(regions)
-    if regions:
-        width = max(len(f"{r.end:x}") for r in regions)
-    for r in regions:
-        row = [
-            r.kind,
-            f"{r.start:0{width}x}-{r.end:0{width}x}",
-            human(r.size),
-            str(r.size // page_size),
-            r.perms,
-            human(r.rss) if r.kind != "gap" else "",
-            display_path(r),
+def show_columns(regions: Sequence[Region], page_size: int, color: bool) -> list[list[str]]:
+    """The show table column by column (built a column at a time: a layout can hold
+    65,530 regions); on a terminal every cell takes its region's kind's color."""
+    width = max((len(f"{r.end:x}") for r in regions), default=12)
+    span = f"{{:0{width}x}}-{{:0{width}x}}".format
+    kinds = [r.kind for r in regions]
+    columns = [
+        kinds,
+        list(map(span, (r.start for r in regions), (r.end for r in regions))),
+        list(map(human, (r.size for r in regions))),
+        [str(r.size // page_size) for r in regions],
+        [r.perms for r in regions],
+        [human(r.rss) if r.kind != "gap" else "" for r in regions],
+        list(map(display_path, regions)),
+    ]
+    if color:
+        columns = [
+            [paint(c, k, True) if c else c for c, k in zip(col, kinds, strict=True)]
+            for col in columns
         ]
-        rows.append(
-            [paint(cell, r.kind, color) if cell else cell for cell in row] if color else row
-        )
-    return rows
+    return columns
+
+
+def show_rows(regions: Sequence[Region], page_size: int, color: bool) -> list[list[str]]:
+    """One row per region (the columns of `show_columns`, turned)."""
+    return [list(row) for row in zip(*show_columns(regions, page_size, color), strict=True)]
 
 
 SHOW_HEADERS = ["kind", "start-end", "size", "pages", "perms", "rss", "path"]
@@ -174,12 +179,13 @@ def show_table(
     snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool, legend: bool = True
 ) -> str:
     head = snapshot_heading(snapshot)
-    body = table(
-        show_rows(regions, snapshot.page_size, color),
-        SHOW_HEADERS,
-        style,
-        ("left", "left", "right", "right", "left", "right", "left"),
-    )
+    align = ("left", "left", "right", "right", "left", "right", "left")
+    if regions:
+        body = table_of_columns(
+            show_columns(regions, snapshot.page_size, color), SHOW_HEADERS, style, align
+        )
+    else:
+        body = table([], SHOW_HEADERS, style, align)
     parts = [head, body]
     if legend and color:
         present = [k for k in KINDS if any(r.kind == k for r in regions)]

@@ -291,7 +291,7 @@ def _stored_keys(
         return []
     columns: list[Any] = list(zip(*mappings, strict=True))
     for i in _SHIFTED:
-        columns[i] = [v - U64_SHIFT for v in columns[i]]
+        columns[i] = list(map((-U64_SHIFT).__add__, columns[i]))
     columns[6] = [None if p is None else path_ids[p] for p in columns[6]]
     return list(zip(*columns, kinds, strict=True))
 
