@@ -12,10 +12,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from memsnap.store.schema import Base
+from memsnap.store.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:

@@ -18,7 +18,7 @@ from memsnap.store.database import (
     stored_revision,
     upgrade,
 )
-from memsnap.store.schema import Base, regions
+from memsnap.store.schema import metadata, regions
 
 
 def test_schema_head_constant_is_alembic_head() -> None:
@@ -39,7 +39,7 @@ def test_migrated_schema_matches_models(db_url: str) -> None:
     try:
         with db.engine.connect() as conn:
             assert stored_revision(conn) == SCHEMA_HEAD
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
         assert diff == []
     finally:
         db.close()
@@ -207,3 +207,33 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
     db.close()
+
+
+def test_typed_models_read_what_memsnap_wrote(db_url: str) -> None:
+    """The ORM models map the same tables: a Session reads a recorded snapshot back."""
+    from sqlalchemy.orm import Session
+
+    from memsnap.record import record_text
+    from memsnap.store.models import PathRow, RegionRow, SnapshotRow
+
+    db = open_database(db_url)
+    try:
+        text = (
+            "00400000-00401000 r-xp 00000000 08:02 7 /bin/prog\n"
+            "ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]\n"
+        )
+        done = record_text(db, text, pid=9, label="orm")
+        with Session(db.engine) as session:
+            snap = session.get(SnapshotRow, done.snapshot_id)
+            assert snap is not None and snap.label == "orm" and snap.regions == 2
+            rows = session.scalars(select(RegionRow).order_by(RegionRow.start_addr)).all()
+            assert [(r.start_addr, r.kind) for r in rows] == [
+                (0x400000, "text"),
+                (0xFFFFFFFFFF600000, "vsyscall"),
+            ]
+            assert session.scalars(select(PathRow.text).order_by(PathRow.text)).all() == [
+                "/bin/prog",
+                "[vsyscall]",
+            ]
+    finally:
+        db.close()

