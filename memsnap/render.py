@@ -283,6 +283,15 @@ REGION_CSV_FIELDS = [
 ]
 
 
+def _csv_value(value: Any) -> Any:
+    """CSV cells as JSON spells them: empty for null, `true`/`false` for flags."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def to_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(
@@ -290,7 +299,7 @@ def to_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
     )
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
     return buf.getvalue().rstrip("\n")
 
 

@@ -276,3 +276,11 @@ def _snapshot_for(regions: list[object]) -> object:
         has_smaps=False,
         totals=Totals(len(regions), 0),
     )
+
+
+def test_kind_gap_shows_the_gaps_and_csv_flags_read_like_json(sqlite_cli: Cli) -> None:
+    imported(sqlite_cli, LOCAL_MAPS)
+    only_gaps = json.loads(sqlite_cli("show", "1", "--kind", "gap", "--format", "json").stdout)
+    assert only_gaps["regions"] and {r["kind"] for r in only_gaps["regions"]} == {"gap"}
+    rows = list(csv.DictReader(io.StringIO(sqlite_cli("show", "1", "--format", "csv").stdout)))
+    assert {r["deleted"] for r in rows} == {"true", "false"}

@@ -59,7 +59,7 @@ def show(
             assert snapshot_id is not None
             snap = history.get_snapshot(conn, snapshot_id)
         regions = history.layout(conn, snap)
-    if gaps:
+    if gaps or "gap" in (kinds or ()):  # asking for the kind gap asks for the gaps
         regions = render.with_gaps(regions)
     if kinds:
         regions = [r for r in regions if r.kind in kinds]
