@@ -97,11 +97,16 @@ class Result:
 
 
 class Cli:
-    """Runs memsnap's CLI in-process against one database, with a fixed width."""
+    """Runs memsnap's CLI in-process against one database, with a fixed width.
 
-    def __init__(self, url: str) -> None:
+    Unforeseen exceptions reach the test (MEMSNAP_DEBUG) instead of becoming the one-line
+    "internal error" a person would see, unless `debug=False`.
+    """
+
+    def __init__(self, url: str, debug: bool = True) -> None:
         self.url = url
         self.runner = CliRunner()
+        self.debug = debug
 
     def __call__(self, *args: str, input: str | bytes | None = None) -> Result:
         result = self.runner.invoke(
@@ -109,7 +114,7 @@ class Cli:
             ["--db", self.url, *args],
             input=input,
             prog_name="memsnap",
-            env={"COLUMNS": "200", "NO_COLOR": "1"},
+            env={"COLUMNS": "200", "NO_COLOR": "1", "MEMSNAP_DEBUG": "1" if self.debug else None},
         )
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception

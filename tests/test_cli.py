@@ -284,3 +284,25 @@ def test_kind_gap_shows_the_gaps_and_csv_flags_read_like_json(sqlite_cli: Cli) -
     assert only_gaps["regions"] and {r["kind"] for r in only_gaps["regions"]} == {"gap"}
     rows = list(csv.DictReader(io.StringIO(sqlite_cli("show", "1", "--format", "csv").stdout)))
     assert {r["deleted"] for r in rows} == {"true", "false"}
+
+
+def test_unforeseen_failures_are_one_line_too(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import memsnap.history
+
+    def bug(*_args: object, **_kw: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(memsnap.history, "list_snapshots", bug)
+    err = one_line_error(Cli(sqlite_url, debug=False)("list"), 1)
+    assert "internal error: ZeroDivisionError" in err and "Traceback" not in err
+
+    def locked(*_args: object, **_kw: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(memsnap.history, "list_snapshots", locked)
+    err = one_line_error(Cli(sqlite_url, debug=False)("list"), 1)
+    assert err.strip() == "memsnap: database error: database is locked"

@@ -237,3 +237,16 @@ def test_typed_models_read_what_memsnap_wrote(db_url: str) -> None:
             ]
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("mysql+pymysql://u@127.0.0.1/x", "SQLite or PostgreSQL, not mysql"),
+        ("postgresql+nosuchdriver://u@127.0.0.1/x", "cannot use database"),
+        ("not a url://", "cannot use database"),
+    ],
+)
+def test_unusable_urls_are_plain_errors(url: str, needle: str) -> None:
+    with pytest.raises(DatabaseError, match=needle):
+        open_database(url)

@@ -8,6 +8,7 @@ option, malformed time), 130 for Ctrl-C. No traceback reaches a person.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -66,7 +67,25 @@ class MemsnapGroup(TyperGroup):
             if ctx is not None and exc.exit_code == EXIT_USAGE:
                 hint = f"\nTry '{ctx.command_path} --help' for help."
             fail(f"{exc.format_message()}{hint}", exc.exit_code)
+        except OSError as exc:  # e.g. the disk filled up while writing output
+            fail(f"{exc.strerror or exc}", EXIT_FAILURE)
+        except Exception as exc:
+            if os.environ.get("MEMSNAP_DEBUG"):
+                raise
+            fail(_unexpected(exc), EXIT_FAILURE)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _unexpected(exc: Exception) -> str:
+    """One line for a failure memsnap did not foresee (MEMSNAP_DEBUG=1 shows the
+    traceback): a database error in its own words, anything else as a bug to report."""
+    if type(exc).__module__.startswith("sqlalchemy"):
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return f"database error: {reason[0] if reason else type(exc).__name__}"
+    return (
+        f"internal error: {type(exc).__name__}: {exc} "
+        "(please report it; MEMSNAP_DEBUG=1 shows where)"
+    )
 
 
 app = typer.Typer(

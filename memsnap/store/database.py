@@ -54,7 +54,10 @@ def resolve_url(target: str | None) -> str:
 
 def sqlite_file(url: str) -> Path | None:
     """The file behind a SQLite URL, None for in-memory databases and other backends."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"cannot use database {url}: not a path or a SQLAlchemy URL") from None
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return None
     if parsed.database == ":memory:":
@@ -214,10 +217,20 @@ def script_head(script_location: Path) -> str:
     return str(head)
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
 def create_db_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite":
+        backend = parsed.get_backend_name()
+        if backend not in SUPPORTED_BACKENDS:
+            # The hot paths use SQLite's and PostgreSQL's own SQL (ON CONFLICT, quoting).
+            raise DatabaseError(
+                f"cannot use database {safe_url(url)}: memsnap stores into SQLite or "
+                f"PostgreSQL, not {backend}"
+            )
+        if backend == "sqlite":
             engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
             _sqlite_events(engine)
         else:
