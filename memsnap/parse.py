@@ -25,9 +25,12 @@ colon, a header's is an address range.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
+from operator import gt
+from typing import cast
 
 from memsnap.errors import ParseError
 from memsnap.model import SIZE_ATTRS, SMAPS_FIELDS, Mapping
@@ -146,6 +149,10 @@ def parse_lines(lines: Iterable[str]) -> Parsed:
 
 
 _VMFLAGS = "VmFlags:"
+_KIB = 1024
+_NO_PATH: tuple[None, bool] = (None, False)
+# A Mapping from a tuple of its fields, without a Python-level call per mapping.
+_new_mapping = cast(Callable[[tuple[object, ...]], Mapping], partial(tuple.__new__, Mapping))
 
 
 def _block_stride(lines: list[str]) -> int:
@@ -166,7 +173,7 @@ def _column_sizes(column: list[str], key: str) -> list[int | None] | None:
     if tokens[2::3].count("kB") != len(column):
         return None
     try:
-        return [n << 10 for n in map(int, tokens[1::3])]
+        return list(map(_KIB.__mul__, map(int, tokens[1::3])))
     except ValueError:
         return None
 
@@ -204,30 +211,27 @@ def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None
         if sizes is None:
             return None
         columns[attr] = sizes
-    decoded = [decode_path(p) for p in raw_paths]
+    first = list(map(int, starts, repeat(16)))
+    last = list(map(int, ends, repeat(16)))
+    inode_numbers = list(map(int, inodes))
+    if any(map(gt, first, last)) or max(inode_numbers) >= _MAX_ADDRESS:
+        return None  # the line parser names the line
+    decoded = [decode_path(p) if p else _NO_PATH for p in raw_paths]
     none: list[None] = [None] * count
-    mappings = list(
-        map(
-            Mapping._make,
-            zip(
-                map(int, starts, repeat(16)),
-                map(int, ends, repeat(16)),
-                perms,
-                map(int, offsets, repeat(16)),
-                [d.lower() for d in devs],
-                map(int, inodes),
-                [p for p, _ in decoded],
-                [d for _, d in decoded],
-                *(columns.get(attr, none) for attr in SIZE_ATTRS),
-                columns.get("vm_flags", none),
-                strict=True,
-            ),
-        )
+    rows = zip(
+        first,
+        last,
+        perms,
+        map(int, offsets, repeat(16)),
+        map(str.lower, devs),
+        inode_numbers,
+        [p for p, _ in decoded],
+        [d for _, d in decoded],
+        *(columns.get(attr, none) for attr in SIZE_ATTRS),
+        columns.get("vm_flags", none),
+        strict=True,
     )
-    for m in mappings:
-        if m.end < m.start or m.inode >= _MAX_ADDRESS:
-            return None
-    return Parsed(mappings, stride > 1)
+    return Parsed(list(map(_new_mapping, rows)), stride > 1)
 
 
 def _parse_in_pieces(text: str, budget: int) -> Parsed | None:
