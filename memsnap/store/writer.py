@@ -104,8 +104,13 @@ def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
                 ids[by_digest[row.digest]] = row.id
 
     look_up(list(by_digest))
+    # Inserted in digest order: two writers adding some of the same new paths then take
+    # the unique index's locks in the same order, so on PostgreSQL one waits for the
+    # other instead of both deadlocking.
     missing = [
-        {"digest": d, "text": escape_undecodable(t)} for d, t in by_digest.items() if t not in ids
+        {"digest": d, "text": escape_undecodable(t)}
+        for d, t in sorted(by_digest.items())
+        if t not in ids
     ]
     if missing:
         _insert_ignoring_conflicts(conn, paths, missing)
