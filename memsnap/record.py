@@ -94,8 +94,7 @@ def record_capture(
     parsed, classified and compared region by region."""
     info = capture.info
     snapshot = _info(capture, label, taken_at)
-    with db.writing() as conn:
-        same = save_unchanged(conn, snapshot)
+    same = db.write(lambda conn: save_unchanged(conn, snapshot))
     if same is not None:
         return Recorded(same[0], info.identity.pid, info.command, same[1])
     parsed = parse_text(capture.text)
@@ -108,8 +107,9 @@ def record_capture(
         layouts_from_files(proc, info.identity.pid),
         info.page_size,
     )
-    with db.writing() as conn:
-        snapshot_id, totals = save_snapshot(conn, snapshot, parsed.mappings, kinds)
+    snapshot_id, totals = db.write(
+        lambda conn: save_snapshot(conn, snapshot, parsed.mappings, kinds)
+    )
     return Recorded(snapshot_id, info.identity.pid, info.command, totals)
 
 
@@ -156,6 +156,5 @@ def record_text(
         kernel=None,
         has_smaps=parsed.has_smaps,
     )
-    with db.writing() as conn:
-        snapshot_id, totals = save_snapshot(conn, info, mappings, kinds)
+    snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, info, mappings, kinds))
     return Recorded(snapshot_id, pid, name, totals)

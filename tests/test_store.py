@@ -250,3 +250,31 @@ def test_typed_models_read_what_memsnap_wrote(db_url: str) -> None:
 def test_unusable_urls_are_plain_errors(url: str, needle: str) -> None:
     with pytest.raises(DatabaseError, match=needle):
         open_database(url)
+
+
+def test_write_runs_again_after_a_postgres_deadlock(tmp_path: Path) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    class PgError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    db = open_database(str(tmp_path / "retry.db"))
+    calls: list[int] = []
+
+    def deadlocks_once(_conn: object) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("INSERT", {}, PgError("40P01"))
+        return "done"
+
+    def always_broken(_conn: object) -> str:
+        raise OperationalError("INSERT", {}, PgError("53100"))  # disk full: not retried
+
+    try:
+        assert db.write(deadlocks_once) == "done" and len(calls) == 2
+        with pytest.raises(OperationalError):
+            db.write(always_broken)
+    finally:
+        db.close()

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -34,6 +34,9 @@ SCHEMA_HEAD = "0002_snapshot_digest"
 OUR_TABLES = frozenset({"processes", "snapshots", "snapshot_kinds", "paths", "regions"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30
+_RETRYABLE = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
+_WRITE_ATTEMPTS = 3
+T = TypeVar("T")
 _MIGRATION_LOCK = 0x6D656D736E6170  # "memsnap": the PostgreSQL advisory lock for upgrades
 
 
@@ -96,6 +99,20 @@ class Database:
                 yield conn
         finally:
             conn.close()
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one write transaction. PostgreSQL may abort one of two
+        transactions that wait on each other (deadlock, serialisation failure); then
+        nothing of it was written, and it is simply run again."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                with self.writing() as conn:
+                    return work(conn)
+            except OperationalError as exc:
+                code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+                if code not in _RETRYABLE or attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         self.engine.dispose()
