@@ -73,6 +73,10 @@ class MemsnapGroup(TyperGroup):
             if os.environ.get("MEMSNAP_DEBUG"):
                 raise
             fail(_unexpected(exc), EXIT_FAILURE)
+        if result == EXIT_INTERRUPTED:
+            # Typer turned a Ctrl-C that landed outside memsnap's own handling into a
+            # bare exit code; say so all the same.
+            fail("interrupted", EXIT_INTERRUPTED)
         sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -150,7 +150,8 @@ def record_live(
                 count,
                 one_round,
                 lambda left: status.show(
-                    f"{taken} snapshots taken, next in {left:.0f}s (Ctrl-C stops)"
+                    f"{taken} snapshot{'' if taken == 1 else 's'} taken, "
+                    f"next in {left:.0f}s (Ctrl-C stops)"
                 ),
             )
     except KeyboardInterrupt:
