@@ -227,7 +227,10 @@ def test_watch_interrupted_keeps_every_finished_snapshot(sqlite_url: str, target
     assert watcher.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     kept = _complete(Cli(sqlite_url))
-    assert len(kept) == len(out.splitlines()) >= 2
+    announced = len(out.splitlines())
+    # Every announced snapshot is kept, complete; Ctrl-C may land between a snapshot's
+    # commit and its line, so one more may be kept (complete too) than was announced.
+    assert announced >= 2 and announced <= len(kept) <= announced + 1
 
 
 def test_watch_count(sqlite_cli: Cli, target: Target) -> None:
