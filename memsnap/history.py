@@ -18,7 +18,7 @@ from functools import partial
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Connection, Row, Select, or_, select, type_coerce
+from sqlalchemy import Connection, Row, Select, or_, select
 
 from memsnap.diff import Diff, diff_snapshots, libraries, same_process
 from memsnap.errors import NotFoundError
@@ -48,22 +48,6 @@ _SNAPSHOT_COLUMNS = (
     processes.c.exe,
     processes.c.command,
     processes.c.cmdline,
-)
-# Region's fields, in order. The U64 columns are read as the stored BIGINTs and shifted
-# back a whole column at a time (`_regions`): per-value type processing costs seconds on a
-# 60,000-region layout.
-_REGION_COLUMNS = (
-    type_coerce(regions.c.start_addr, BigInteger),
-    type_coerce(regions.c.end_addr, BigInteger),
-    regions.c.perms,
-    type_coerce(regions.c.offset, BigInteger),
-    regions.c.dev,
-    type_coerce(regions.c.inode, BigInteger),
-    paths.c.text,
-    regions.c.deleted,
-    *(regions.c[a] for a in SIZE_ATTRS),
-    regions.c.vm_flags,
-    regions.c.kind,
 )
 
 
@@ -144,52 +128,50 @@ def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
     return _snapshot(row, kind_totals(conn, snapshot_id))
 
 
-_SHIFTED = (0, 1, 3, 5)  # positions of the U64 columns in _REGION_COLUMNS
-
+# Regions are read with hand-written SQL straight from the driver (a layout can hold
+# 60,000 rows: SQLAlchemy's Row objects and per-value type processing would cost more
+# than SQLite's own work), in Region's field order, the U64 columns as stored.
+_REGION_SELECT = (
+    ("start_addr", "end_addr", "perms", "offset", "dev", "inode"),
+    ("deleted", *SIZE_ATTRS, "vm_flags", "kind"),
+)
+_SHIFTED = (0, 1, 3, 5)  # positions of the U64 columns, stored as value - 2**63
+_DELETED = 7
 
 # A Region from a tuple of its fields, without a Python-level call per region.
 _new_region = cast(Callable[[tuple[Any, ...]], Region], partial(tuple.__new__, Region))
 
 
-def _regions(rows: Sequence[Sequence[Any]]) -> list[Region]:
+def _read_regions(conn: Connection, where: str, params: tuple[int, ...]) -> list[Region]:
+    """The regions matching `where` (over `regions r`, `?` for each of `params`), in
+    ascending address order."""
+    head, tail = _REGION_SELECT
+    result = conn.exec_driver_sql(
+        f"SELECT {columns(conn, head, 'r')}, p.text, {columns(conn, tail, 'r')} "
+        f"FROM regions r LEFT JOIN paths p ON p.id = r.path_id "
+        f"WHERE {where.replace('?', placeholder(conn))}",
+        params,
+    )
+    rows: Sequence[Any] = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
     if not rows:
         return []
-    columns: list[Any] = list(zip(*rows, strict=True))
+    # Sorted in Python (cheaper than SQLite's sorter at this size); stored starts are
+    # shifted by 2**63, which keeps the order of the real ones.
+    cols: list[Any] = list(zip(*sorted(rows, key=itemgetter(0)), strict=True))
     for i in _SHIFTED:
-        columns[i] = list(map(U64_SHIFT.__add__, columns[i]))
-    columns[7] = list(map(bool, columns[7]))
-    return list(map(_new_region, zip(*columns, strict=True)))
-
-
-def _region_query() -> Select[Any]:
-    return select(*_REGION_COLUMNS).select_from(
-        regions.outerjoin(paths, regions.c.path_id == paths.c.id)
-    )
-
-
-_LAYOUT_FIELDS = ("start_addr", "end_addr", "perms", "offset", "dev", "inode")
-_LAYOUT_REST = ("deleted", *SIZE_ATTRS, "vm_flags", "kind")
+        cols[i] = list(map(U64_SHIFT.__add__, cols[i]))
+    cols[_DELETED] = list(map(bool, cols[_DELETED]))
+    return list(map(_new_region, zip(*cols, strict=True)))
 
 
 def layout(conn: Connection, snap: Snapshot) -> list[Region]:
-    """Every region of a snapshot, in ascending address order.
-
-    The one query that reads a whole snapshot, so it goes straight to the driver and
-    sorts in Python: cheaper, at 60,000 rows, than SQLAlchemy's rows and SQLite's sorter.
-    """
-    mark = placeholder(conn)
-    result = conn.exec_driver_sql(
-        f"SELECT {columns(conn, _LAYOUT_FIELDS, 'r')}, p.text, "
-        f"{columns(conn, _LAYOUT_REST, 'r')} FROM regions r "
-        f"LEFT JOIN paths p ON p.id = r.path_id WHERE r.process_id = {mark} "
-        f"AND r.first_seq <= {mark} AND (r.last_seq IS NULL OR r.last_seq >= {mark})",
+    """Every region of a snapshot, in ascending address order."""
+    return _read_regions(
+        conn,
+        "r.process_id = ? AND r.first_seq <= ? AND (r.last_seq IS NULL OR r.last_seq >= ?)",
         (snap.process_id, snap.seq, snap.seq),
     )
-    # The driver's own tuples: Row objects for 60,000 rows cost a tenth of a second.
-    rows: Sequence[Any] = result.cursor.fetchall() if result.cursor is not None else []
-    result.close()
-    # Stored starts are shifted by 2**63, which keeps the order of the real ones.
-    return _regions(sorted(rows, key=itemgetter(0)))
 
 
 def changed_regions(
@@ -198,27 +180,18 @@ def changed_regions(
     """For two snapshots of one process (a before b): the regions of a that are gone by
     b, and the regions of b that a did not have. Unchanged rows are never read."""
     assert a.process_id == b.process_id and a.seq <= b.seq
-    gone = (
-        _region_query()
-        .where(
-            regions.c.process_id == a.process_id,
-            regions.c.last_seq >= a.seq,
-            regions.c.last_seq < b.seq,
-            regions.c.first_seq <= a.seq,
-        )
-        .order_by(regions.c.start_addr)
+    gone = _read_regions(
+        conn,
+        "r.process_id = ? AND r.first_seq <= ? AND r.last_seq >= ? AND r.last_seq < ?",
+        (a.process_id, a.seq, a.seq, b.seq),
     )
-    came = (
-        _region_query()
-        .where(
-            regions.c.process_id == a.process_id,
-            regions.c.first_seq > a.seq,
-            regions.c.first_seq <= b.seq,
-            or_(regions.c.last_seq.is_(None), regions.c.last_seq >= b.seq),
-        )
-        .order_by(regions.c.start_addr)
+    came = _read_regions(
+        conn,
+        "r.process_id = ? AND r.first_seq > ? AND r.first_seq <= ? "
+        "AND (r.last_seq IS NULL OR r.last_seq >= ?)",
+        (a.process_id, a.seq, b.seq, b.seq),
     )
-    return _regions(conn.execute(gone).all()), _regions(conn.execute(came).all())
+    return gone, came
 
 
 def paths_alive_at_both(
