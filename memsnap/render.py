@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals
+from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals, totals_by_kind
+from memsnap.parse import encode_path
 from memsnap.table import table, table_of_columns
 from memsnap.units import human
 
@@ -61,11 +62,9 @@ def local_time(moment: datetime) -> str:
 
 
 def display_path(region: Region) -> str:
-    """A path for a table cell: a newline shown as the kernel's `\\012`, deletion marked."""
-    if region.path is None:
-        return ""
-    path = region.path.replace("\n", "\\012")
-    return path + " (deleted)" if region.deleted else path
+    """A path for a table cell, as the kernel prints it: a newline as `\\012`, then
+    ` (deleted)` where the file is gone."""
+    return encode_path(region.path, region.deleted)
 
 
 # --- JSON documents -----------------------------------------------------------------
@@ -167,11 +166,6 @@ def show_columns(regions: Sequence[Region], page_size: int, color: bool) -> list
     return columns
 
 
-def show_rows(regions: Sequence[Region], page_size: int, color: bool) -> list[list[str]]:
-    """One row per region (the columns of `show_columns`, turned)."""
-    return [list(row) for row in zip(*show_columns(regions, page_size, color), strict=True)]
-
-
 SHOW_HEADERS = ["kind", "start-end", "size", "pages", "perms", "rss", "path"]
 
 
@@ -204,30 +198,26 @@ def snapshot_heading(s: Snapshot) -> str:
     )
 
 
+def _by_kind(regions: Sequence[Region]) -> list[tuple[str, Totals]]:
+    """Totals per kind, in the order of CONTRACT.md's table."""
+    totals = totals_by_kind(regions, [r.kind for r in regions])
+    return [(kind, totals[kind]) for kind in KINDS if kind in totals]
+
+
 def summary_rows(regions: Sequence[Region], color: bool) -> list[list[str]]:
-    by_kind: dict[str, list[Region]] = {}
-    for r in regions:
-        by_kind.setdefault(r.kind, []).append(r)
-    rows = []
     total_size = sum(r.size for r in regions if r.kind != "gap") or 1
-    for kind in KINDS:
-        members = by_kind.get(kind)
-        if not members:
-            continue
-        size = sum(r.size for r in members)
-        rss = _sum_known(r.rss for r in members)
-        rows.append(
-            [
-                paint(kind, kind, color),
-                str(len(members)),
-                human(size),
-                f"{100 * size / total_size:.1f}%" if kind != "gap" else "",
-                human(rss),
-                human(_sum_known(r.pss for r in members)),
-                human(_sum_known(r.swap for r in members)),
-            ]
-        )
-    return rows
+    return [
+        [
+            paint(kind, kind, color),
+            str(t.regions),
+            human(t.size),
+            f"{100 * t.size / total_size:.1f}%" if kind != "gap" else "",
+            human(t.rss),
+            human(t.pss),
+            human(t.swap),
+        ]
+        for kind, t in _by_kind(regions)
+    ]
 
 
 SUMMARY_HEADERS = ["kind", "regions", "size", "of total", "rss", "pss", "swap"]
@@ -243,27 +233,8 @@ def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, col
     return snapshot_heading(snapshot) + "\n" + body
 
 
-def _sum_known(values: Iterable[int | None]) -> int | None:
-    total = None
-    for v in values:
-        if v is not None:
-            total = (total or 0) + v
-    return total
-
-
 def summary_json(regions: Sequence[Region]) -> dict[str, Any]:
-    out = {}
-    for kind in KINDS:
-        members = [r for r in regions if r.kind == kind]
-        if members:
-            out[kind] = {
-                "regions": len(members),
-                "size": sum(r.size for r in members),
-                "rss": _sum_known(r.rss for r in members),
-                "pss": _sum_known(r.pss for r in members),
-                "swap": _sum_known(r.swap for r in members),
-            }
-    return out
+    return {kind: totals_json(t) for kind, t in _by_kind(regions)}
 
 
 REGION_CSV_FIELDS = [
@@ -353,7 +324,5 @@ LIST_CSV_FIELDS = [
 def list_csv(snaps: Sequence[Snapshot]) -> str:
     rows = []
     for s in snaps:
-        doc = snapshot_json(s)
-        doc.update({k: v for k, v in totals_json(s.totals).items()})
-        rows.append(doc)
+        rows.append({**snapshot_json(s), **totals_json(s.totals)})
     return to_csv(rows, LIST_CSV_FIELDS)

@@ -223,13 +223,13 @@ def test_fast_table_is_exactly_tabulates(style: str) -> None:
     from memsnap.classify import classify
     from memsnap.model import Region
     from memsnap.parse import parse_text
-    from memsnap.render import SHOW_HEADERS, show_rows
+    from memsnap.render import SHOW_HEADERS, show_columns
     from memsnap.table import table
 
     mappings = parse_text(fixture_text(LOCAL_SMAPS)).mappings
     regions = [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
     for color in (False, True):
-        rows = show_rows(regions, 4096, color)
+        rows = [list(row) for row in zip(*show_columns(regions, 4096, color), strict=True)]
         align = ("left", "left", "right", "right", "left", "right", "left")
         expected = tabulate(
             rows, headers=SHOW_HEADERS, tablefmt=style, disable_numparse=True, colalign=align

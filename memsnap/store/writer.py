@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from memsnap.model import SIZE_ATTRS, Mapping, ProcessIdentity, Totals
+from memsnap.model import SIZE_ATTRS, Mapping, ProcessIdentity, Totals, combine, totals_by_kind
 from memsnap.names import escape_undecodable, raw_bytes
 from memsnap.store.rawsql import columns, placeholder
 from memsnap.store.schema import (
@@ -161,51 +161,6 @@ def find_process(conn: Connection, identity: ProcessIdentity) -> int | None:
         query = query.with_for_update()
     row = conn.execute(query).scalar_one_or_none()
     return None if row is None else int(row)
-
-
-def _add(total: int | None, value: int | None) -> int | None:
-    if value is None:
-        return total
-    return value if total is None else total + value
-
-
-def _known_sum(values: Iterable[int | None]) -> int | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
-
-
-def totals_by_kind(mappings: Sequence[Mapping], kinds: Sequence[str]) -> dict[str, Totals]:
-    """Totals per kind, summed column-wise (a process can have 65,530 mappings)."""
-    if not mappings:
-        return {}
-    starts, ends, rss, pss, swap = (
-        [getattr(m, f) for m in mappings] for f in ("start", "end", "rss", "pss", "swap")
-    )
-    groups: dict[str, list[int]] = {}
-    for i, kind in enumerate(kinds):
-        groups.setdefault(kind, []).append(i)
-    out = {}
-    for kind, idx in groups.items():
-        pick = idx.__iter__
-        out[kind] = Totals(
-            regions=len(idx),
-            size=sum(map(ends.__getitem__, pick())) - sum(map(starts.__getitem__, pick())),
-            rss=_known_sum(map(rss.__getitem__, pick())),
-            pss=_known_sum(map(pss.__getitem__, pick())),
-            swap=_known_sum(map(swap.__getitem__, pick())),
-        )
-    return out
-
-
-def combine(parts: Iterable[Totals]) -> Totals:
-    """The totals of a whole snapshot from its per-kind totals."""
-    regions = size = 0
-    rss = pss = swap = None
-    for t in parts:
-        regions += t.regions
-        size += t.size
-        rss, pss, swap = _add(rss, t.rss), _add(pss, t.pss), _add(swap, t.swap)
-    return Totals(regions, size, rss, pss, swap)
 
 
 def latest_snapshot(conn: Connection, process_row: int) -> Any:
