@@ -51,6 +51,12 @@ class Movement:
         rss = None if a.rss is None or b.rss is None else a.rss - b.rss
         return Amount(a.size - b.size, rss)
 
+    @property
+    def moved(self) -> bool:
+        """Whether the size or the resident size changed."""
+        delta = self.delta
+        return bool(delta.size or delta.rss)
+
 
 @dataclass(frozen=True, slots=True)
 class RegionChange:

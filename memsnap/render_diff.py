@@ -111,14 +111,16 @@ def diff_heading(d: Diff) -> str:
     )
 
 
+def _library_lines(d: Diff) -> list[str]:
+    return [f"+ {p}" for p in d.loaded] + [f"- {p}" for p in d.unloaded]
+
+
 def _libraries_block(d: Diff) -> str:
-    lines: list[str] = []
-    for word, items in (("loaded", d.loaded), ("unloaded", d.unloaded)):
-        if items:
-            lines.extend(f"  {'+' if word == 'loaded' else '-'} {p}" for p in items)
+    lines = _library_lines(d)
     if not lines:
         return "libraries: none loaded or unloaded"
-    return f"libraries: {len(d.loaded)} loaded, {len(d.unloaded)} unloaded\n" + "\n".join(lines)
+    head = f"libraries: {len(d.loaded)} loaded, {len(d.unloaded)} unloaded\n"
+    return head + "\n".join(f"  {line}" for line in lines)
 
 
 def _side(a: Amount | None) -> str:
@@ -174,9 +176,7 @@ def movements_table(d: Diff, style: str, color: bool) -> str:
         else "no heap or stack"
     )
     kind_rows = [
-        _movement_row(k, m, color)
-        for k, m in sorted(d.kinds.items(), key=_by_change)
-        if m.delta.size or (m.delta.rss or 0)
+        _movement_row(k, m, color) for k, m in sorted(d.kinds.items(), key=_by_change) if m.moved
     ]
     kind_rows.append(_movement_row("total", d.totals, False))
     kinds = table(
@@ -298,7 +298,7 @@ REPLAY_HEADERS = [
 
 
 def _most_changed(d: Diff) -> str:
-    movers = [(k, m) for k, m in d.kinds.items() if m.delta.size or (m.delta.rss or 0)]
+    movers = [(k, m) for k, m in d.kinds.items() if m.moved]
     if not movers:
         return ""
     kind, m = sorted(movers, key=_by_change)[0]
@@ -353,17 +353,12 @@ def replay_table(steps: Sequence[tuple[Snapshot, Diff | None]], style: str) -> s
             "left",
         ),
     )
-    notes = []
+    notes: list[str] = []
     for snap, d in steps:
         if d is None:
             continue
-        for p in d.loaded:
-            notes.append(f"  {snap.id}: + {p}")
-        for p in d.unloaded:
-            notes.append(f"  {snap.id}: - {p}")
-        callouts = callouts_block(d)
-        if callouts:
-            notes.extend(f"  {snap.id}: {line}" for line in callouts.splitlines())
+        lines = _library_lines(d) + callouts_block(d).splitlines()
+        notes.extend(f"  {snap.id}: {line}" for line in lines)
     text = head + "\n\n" + body
     if notes:
         text += "\n\nlibraries and executable memory:\n" + "\n".join(notes)
