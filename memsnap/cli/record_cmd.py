@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import typer
@@ -24,12 +23,12 @@ if TYPE_CHECKING:
 MAX_IMPORT_BYTES = 256 << 20
 
 
-def _summary_line(
-    snapshot_id: int, pid: int, command: str, regions: int, size: int, rss: int | None
-) -> str:
+def summary_line(done: Recorded) -> str:
+    """The line `record` prints for each snapshot it stored."""
+    t = done.totals
     return (
-        f"snapshot {snapshot_id}: pid {pid} ({command}), {regions} regions, "
-        f"{human(size)} virtual, {human(rss)} rss"
+        f"snapshot {done.snapshot_id}: pid {done.pid} ({done.command}), {t.regions} regions, "
+        f"{human(t.size)} virtual, {human(t.rss)} rss"
     )
 
 
@@ -95,15 +94,6 @@ class Status:
             self.shown = False
 
 
-def _print_recorded(status: Status) -> Callable[[Recorded], None]:
-    def printer(done: Recorded) -> None:
-        status.clear()
-        t = done.totals
-        echo(_summary_line(done.snapshot_id, done.pid, done.command, t.regions, t.size, t.rss))
-
-    return printer
-
-
 def record_live(
     sweep: Sweep, pids: list[int] | None, every: float | None, count: int | None
 ) -> int:
@@ -114,7 +104,11 @@ def record_live(
     are kept.
     """
     status = Status()
-    printer = _print_recorded(status)
+
+    def printer(done: Recorded) -> None:
+        status.clear()
+        echo(summary_line(done))
+
     watching = list(pids) if pids is not None else None
     taken = 0
     failed = False
@@ -225,12 +219,6 @@ def record(
             label=label,
             name=re.compile(pattern) if pattern is not None else None,
         )
-        if pids and len(pids) == 1 and every is None and pattern is None:
-            from memsnap.record import record_pid
-
-            printer = _print_recorded(Status())
-            printer(record_pid(db, sweep.proc, pids[0], smaps=not no_smaps, label=label))
-            return
         code = record_live(sweep, None if all_ else list(pids), every, count)
     if code:
         raise typer.Exit(code)
@@ -242,4 +230,4 @@ def import_file(ctx: typer.Context, source: str, pid: int, label: str | None) ->
     text = read_import(source)
     with database(ctx) as db:
         done = record_text(db, text, pid=pid, label=label)
-    _print_recorded(Status())(done)
+    echo(summary_line(done))
