@@ -16,6 +16,7 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -106,25 +107,31 @@ class Proc:
     def pid_dir(self, pid: int) -> Path:
         return self.root / str(pid)
 
+    @cached_property
     def boot_id(self) -> str | None:
+        """This boot's id: read once, it does not change while memsnap runs."""
         try:
             return read_file(self.root / "sys/kernel/random/boot_id").strip() or None
         except OSError:
             return None
 
-    def start_ticks(self, pid: int) -> int:
-        """Field 22 of stat: start time in clock ticks since boot (the comm may hold
-        spaces and parentheses, so fields are counted after its last ')')."""
+    @cached_property
+    def host(self) -> str:
+        return socket.gethostname()
+
+    def _stat(self, pid: int) -> list[str]:
+        """The fields of /proc/PID/stat from field 3 (state) on: the command name before
+        them may hold spaces and parentheses, so they are counted after its last ')'."""
         with _translate(pid):
             stat = read_file(self.pid_dir(pid) / "stat")
-        tail = stat.rsplit(")", 1)[-1].split()
-        # tail[0] is field 3 (state), so field 22 is tail[19].
-        return int(tail[19])
+        return stat.rsplit(")", 1)[-1].split()
+
+    def start_ticks(self, pid: int) -> int:
+        """Field 22 of stat: the start time in clock ticks since boot."""
+        return int(self._stat(pid)[19])
 
     def state(self, pid: int) -> str:
-        with _translate(pid):
-            stat = read_file(self.pid_dir(pid) / "stat")
-        return stat.rsplit(")", 1)[-1].split()[0]
+        return self._stat(pid)[0]
 
     def exe(self, pid: int) -> str | None:
         """The program's path, without the ` (deleted)` the kernel appends."""
@@ -140,8 +147,8 @@ class Proc:
             raw_cmdline = read_file(self.pid_dir(pid) / "cmdline")
         cmdline = tuple(raw_cmdline.split("\0")[:-1]) if raw_cmdline else ()
         identity = ProcessIdentity(
-            host=socket.gethostname(),
-            boot_id=self.boot_id(),
+            host=self.host,
+            boot_id=self.boot_id,
             pid=pid,
             start_ticks=self.start_ticks(pid),
         )
