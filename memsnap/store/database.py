@@ -28,10 +28,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from memsnap.errors import DatabaseError
+from memsnap.store.schema import metadata
 
 # The newest migration in migrations/versions; a test checks it against Alembic's head.
 SCHEMA_HEAD = "0002_snapshot_digest"
-OUR_TABLES = frozenset({"processes", "snapshots", "snapshot_kinds", "paths", "regions"})
+OUR_TABLES = frozenset(metadata.tables) | {"alembic_version"}
+# Tables SQLite keeps for itself in any database.
+_SQLITE_OWN = frozenset({"sqlite_sequence"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30
 _RETRYABLE = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
@@ -164,9 +167,10 @@ def _refuse_foreign_sqlite(path: Path) -> None:
 
 
 def _check_tables(names: set[str], where: str) -> None:
-    mine = names & (OUR_TABLES | {"alembic_version"})
-    others = names - OUR_TABLES - {"alembic_version"} - {"sqlite_sequence"}
-    if others and "alembic_version" not in mine:
+    """Refuse a database holding tables of another program (and none of Alembic's,
+    which a newer memsnap might have added to)."""
+    others = names - OUR_TABLES - _SQLITE_OWN
+    if others and "alembic_version" not in names:
         raise DatabaseError(
             f"{where}: not a memsnap database (it holds other tables: "
             f"{', '.join(sorted(others)[:5])}); left untouched"
@@ -205,22 +209,27 @@ def stored_revision(conn: Connection) -> str | None:
 def upgrade(conn: Connection, revision: str = "head", script_location: Path | None = None) -> None:
     """Run the pending migrations on `conn`, inside the caller's transaction."""
     from alembic import command
-    from alembic.config import Config
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(script_location or migrations_dir()))
+    cfg = _alembic_config(script_location)
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, revision)
 
 
-def _scripts(script_location: Path | None) -> Any:
-    """Alembic's view of the migration scripts (Alembic is imported only here)."""
+def _alembic_config(script_location: Path | None) -> Any:
+    """Alembic's configuration for memsnap's scripts (Alembic is imported only here,
+    when a migration is due)."""
     from alembic.config import Config
-    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location or migrations_dir()))
-    return ScriptDirectory.from_config(cfg)
+    return cfg
+
+
+def _scripts(script_location: Path | None) -> Any:
+    """Alembic's view of the migration scripts."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(script_location))
 
 
 def known_revisions(script_location: Path | None = None) -> set[str]:
