@@ -112,8 +112,8 @@ def classify(
             kinds[i] = pseudo
         elif m.perms == "---p":
             kinds[i] = "guard"
-        elif m.path is None or m.path.startswith("[anon:"):
-            continue  # anonymous: decided below
+        elif is_anonymous(m):
+            continue  # decided below, once the objects and their bss are known
         elif is_shmem_path(m.path, m.perms):
             kinds[i] = "shmem"
         else:
@@ -132,10 +132,12 @@ def classify(
             perms = mappings[i].perms
             part = "text" if "x" in perms else "data" if "w" in perms else "rodata"
             kinds[i] = prefix + part
-        layout = layouts(_base_mapping(mappings, members))
+        base = _base_mapping(mappings, members)
+        layout = layouts(base)
         if layout is not None:
-            base = _base_mapping(mappings, members).start
-            bss_ranges.extend((s, e, prefix + "bss") for s, e in layout.bss_ranges(base, page_size))
+            bss_ranges.extend(
+                (s, e, prefix + "bss") for s, e in layout.bss_ranges(base.start, page_size)
+            )
         else:
             last = max(members, key=lambda i: mappings[i].end)
             if "w" in mappings[last].perms:
