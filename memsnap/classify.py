@@ -89,11 +89,6 @@ def is_shmem_path(path: str, perms: str) -> bool:
     return path == "/dev/zero" and perms.endswith("s")
 
 
-def is_anonymous(m: Mapping) -> bool:
-    """Anonymous memory: no file, or a name the kernel or Android gave it."""
-    return m.path is None or m.path.startswith("[anon:")
-
-
 def classify(
     mappings: Sequence[Mapping],
     exe: str | None,
@@ -112,8 +107,8 @@ def classify(
             kinds[i] = pseudo
         elif m.perms == "---p":
             kinds[i] = "guard"
-        elif is_anonymous(m):
-            continue  # decided below, once the objects and their bss are known
+        elif m.path is None or m.path.startswith("[anon:"):
+            continue  # anonymous: decided below, once objects and their bss are known
         elif is_shmem_path(m.path, m.perms):
             kinds[i] = "shmem"
         else:
