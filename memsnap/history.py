@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Row, Select, or_, select
 from memsnap.diff import Diff, diff_snapshots, libraries, same_process
 from memsnap.errors import NotFoundError
 from memsnap.model import SIZE_ATTRS, ProcessIdentity, Region, Snapshot, Totals
-from memsnap.store.rawsql import columns, placeholder
+from memsnap.store.rawsql import column_list, placeholder
 from memsnap.store.schema import U64_SHIFT, paths, processes, regions, snapshot_kinds, snapshots
 
 _SNAPSHOT_COLUMNS = (
@@ -147,7 +147,7 @@ def _read_regions(conn: Connection, where: str, params: tuple[int, ...]) -> list
     ascending address order."""
     head, tail = _REGION_SELECT
     result = conn.exec_driver_sql(
-        f"SELECT {columns(conn, head, 'r')}, p.text, {columns(conn, tail, 'r')} "
+        f"SELECT {column_list(conn, head, 'r')}, p.text, {column_list(conn, tail, 'r')} "
         f"FROM regions r LEFT JOIN paths p ON p.id = r.path_id "
         f"WHERE {where.replace('?', placeholder(conn))}",
         params,

@@ -25,15 +25,15 @@ colon, a header's is an address range.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
 from operator import gt
-from typing import cast
+from typing import Any, cast
 
 from memsnap.errors import ParseError
-from memsnap.model import SIZE_ATTRS, SMAPS_FIELDS, Mapping
+from memsnap.model import SIZE_ATTRS, SMAPS_FIELDS, Columns, Mapping, columns_of
 
 # One header line: start-end perms offset major:minor inode [padding path].
 _HEADER_PATTERN = (
@@ -54,6 +54,13 @@ class Parsed:
 
     mappings: list[Mapping]
     has_smaps: bool
+    # The same mappings field by field, as the fast path builds them anyway: the writer
+    # stores these without transposing the tuples back.
+    columns: Columns = field(default=(), compare=False, repr=False)
+
+    @staticmethod
+    def of(mappings: list[Mapping], has_smaps: bool) -> Parsed:
+        return Parsed(mappings, has_smaps, columns_of(mappings))
 
 
 def decode_path(raw: str | None) -> tuple[str | None, bool]:
@@ -145,7 +152,7 @@ def parse_lines(lines: Iterable[str]) -> Parsed:
         current = _header_fields(line, lineno)
     if current is not None:
         mappings.append(Mapping(**current))  # type: ignore[arg-type]
-    return Parsed(mappings, has_smaps)
+    return Parsed.of(mappings, has_smaps)
 
 
 _VMFLAGS = "VmFlags:"
@@ -183,7 +190,7 @@ def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None
     once. Returns None whenever anything is irregular; the line-by-line parser then
     takes over (and names the offending line)."""
     if not lines:
-        return Parsed([], False)
+        return Parsed.of([], False)
     stride = stride or _block_stride(lines)
     if len(lines) % stride:
         return None
@@ -193,7 +200,7 @@ def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None
         return None
     starts, ends, perms, offsets, devs, inodes, raw_paths = zip(*matches, strict=True)
     count = len(headers)
-    columns: dict[str, Sequence[int | None] | Sequence[str | None]] = {}
+    fields: dict[str, list[Any]] = {}
     for j in range(1, stride):
         key = lines[j].split(":", 1)[0]
         if key not in _KEY_TO_ATTR and key != "VmFlags":
@@ -204,13 +211,12 @@ def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None
         if key == "VmFlags":
             if sum(1 for line in column if line.startswith(_VMFLAGS)) != count:
                 return None
-            columns["vm_flags"] = [line[len(_VMFLAGS) :].strip() for line in column]
+            fields["vm_flags"] = [line[len(_VMFLAGS) :].strip() for line in column]
             continue
-        attr = _KEY_TO_ATTR[key]
         sizes = _column_sizes(column, key)
         if sizes is None:
             return None
-        columns[attr] = sizes
+        fields[_KEY_TO_ATTR[key]] = sizes
     first = list(map(int, starts, repeat(16)))
     last = list(map(int, ends, repeat(16)))
     inode_numbers = list(map(int, inodes))
@@ -218,20 +224,20 @@ def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None
         return None  # the line parser names the line
     decoded = [decode_path(p) if p else _NO_PATH for p in raw_paths]
     none: list[None] = [None] * count
-    rows = zip(
+    columns: Columns = (
         first,
         last,
-        perms,
-        map(int, offsets, repeat(16)),
-        map(str.lower, devs),
+        list(perms),
+        list(map(int, offsets, repeat(16))),
+        list(map(str.lower, devs)),
         inode_numbers,
         [p for p, _ in decoded],
         [d for _, d in decoded],
-        *(columns.get(attr, none) for attr in SIZE_ATTRS),
-        columns.get("vm_flags", none),
-        strict=True,
+        *(fields.get(attr, none) for attr in SIZE_ATTRS),
+        fields.get("vm_flags", none),
     )
-    return Parsed(list(map(_new_mapping, rows)), stride > 1)
+    mappings = list(map(_new_mapping, zip(*columns, strict=True)))
+    return Parsed(mappings, stride > 1, columns)
 
 
 def _parse_in_pieces(text: str, budget: int) -> Parsed | None:
@@ -239,6 +245,7 @@ def _parse_in_pieces(text: str, budget: int) -> Parsed | None:
     boundaries: 60,000 mappings of smaps are 1.5 million lines, and holding them all as
     strings at once would cost more memory than everything else together."""
     mappings: list[Mapping] = []
+    columns: Columns = tuple([] for _ in Mapping._fields)
     carry: list[str] = []
     stride = 0
     pos, size = 0, len(text)
@@ -268,7 +275,9 @@ def _parse_in_pieces(text: str, budget: int) -> Parsed | None:
         if not stride and lines:
             stride = _block_stride(lines)
         mappings.extend(parsed.mappings)
-    return Parsed(mappings, stride > 1)
+        for whole_column, piece_column in zip(columns, parsed.columns, strict=True):
+            whole_column.extend(piece_column)
+    return Parsed(mappings, stride > 1, columns)
 
 
 def parse_text(text: str, piece: int = 4 << 20) -> Parsed:

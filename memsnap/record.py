@@ -16,7 +16,7 @@ from pathlib import Path
 from memsnap.classify import Threads, classify
 from memsnap.elf import LoadLayout, read_load_layout
 from memsnap.errors import MemsnapError
-from memsnap.model import Mapping, ProcessIdentity, Totals
+from memsnap.model import Mapping, ProcessIdentity, Totals, columns_of
 from memsnap.parse import parse_text
 from memsnap.procfs import Capture, Proc
 from memsnap.store.database import Database
@@ -108,7 +108,7 @@ def record_capture(
         info.page_size,
     )
     snapshot_id, totals = db.write(
-        lambda conn: save_snapshot(conn, snapshot, parsed.mappings, kinds)
+        lambda conn: save_snapshot(conn, snapshot, parsed.columns, kinds)
     )
     return Recorded(snapshot_id, info.identity.pid, info.command, totals)
 
@@ -156,5 +156,6 @@ def record_text(
         kernel=None,
         has_smaps=parsed.has_smaps,
     )
-    snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, info, mappings, kinds))
+    columns = columns_of(mappings)
+    snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, info, columns, kinds))
     return Recorded(snapshot_id, pid, name, totals)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals, totals_by_kind
+from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals, columns_of, totals_by_kind
 from memsnap.parse import encode_path
 from memsnap.table import table, table_of_columns
 from memsnap.units import human
@@ -200,7 +200,7 @@ def snapshot_heading(s: Snapshot) -> str:
 
 def _by_kind(regions: Sequence[Region]) -> list[tuple[str, Totals]]:
     """Totals per kind, in the order of CONTRACT.md's table."""
-    totals = totals_by_kind(regions, [r.kind for r in regions])
+    totals = totals_by_kind(columns_of(regions), [r.kind for r in regions])
     return [(kind, totals[kind]) for kind in KINDS if kind in totals]
 
 

@@ -7,6 +7,7 @@ the caller, which has kept every finished snapshot: each is its own transaction.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -29,6 +30,9 @@ def every(
         done += 1
         if not round_(done) or (count is not None and done >= count):
             break
+        # Commands run with the cycle collector off (memsnap.cli); a watch may run for
+        # days, so whatever cycles a round left are collected before the next.
+        gc.collect()
         next_tick = start + done * interval
         while (left := next_tick - clock()) > 0:
             on_wait(left)

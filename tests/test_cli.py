@@ -216,6 +216,21 @@ def test_unopenable_database_is_exit_1(tmp_path: Path) -> None:
     assert "not a memsnap database" in err
 
 
+def test_a_command_gives_the_cycle_collector_back(sqlite_cli: Cli) -> None:
+    import gc
+
+    assert gc.isenabled()
+    sqlite_cli("record", str(os.getpid()))
+    assert sqlite_cli("list").exit_code == 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        sqlite_cli("list")
+        assert not gc.isenabled()  # nor turns it on where it was off
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("style", ["simple", "plain"])
 def test_fast_table_is_exactly_tabulates(style: str) -> None:
     from tabulate import tabulate

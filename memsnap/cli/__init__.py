@@ -8,6 +8,7 @@ option, malformed time), 130 for Ctrl-C. No traceback reaches a person.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,12 @@ class MemsnapGroup(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        # A 60,000-mapping process becomes a million short-lived objects, freed by
+        # reference counting; the cycle collector would walk them over and over for
+        # cycles they do not have (a fifth of `record`'s time). It is off while a command
+        # runs, and a watch collects after each round (`watch.every`).
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             result = super().main(
                 args=args,
@@ -73,6 +80,9 @@ class MemsnapGroup(TyperGroup):
             if os.environ.get("MEMSNAP_DEBUG"):
                 raise
             fail(_unexpected(exc), EXIT_FAILURE)
+        finally:
+            if collecting:
+                gc.enable()
         if result == EXIT_INTERRUPTED:
             # Typer turned a Ctrl-C that landed outside memsnap's own handling into a
             # bare exit code; say so all the same.

@@ -19,7 +19,7 @@ def placeholder(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def columns(conn: Connection, names: Sequence[str], table: str | None = None) -> str:
+def column_list(conn: Connection, names: Sequence[str], table: str | None = None) -> str:
     """Column names for hand-written SQL, quoted where the dialect needs it."""
     quote = conn.dialect.identifier_preparer.quote
     prefix = f"{table}." if table else ""
