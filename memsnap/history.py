@@ -20,10 +20,10 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Row, Select, or_, select
 
-from memsnap.diff import Diff, diff_snapshots, libraries, same_process
+from memsnap.diff import Diff, RegionChange, diff_snapshots, libraries, same_process
 from memsnap.errors import NotFoundError
-from memsnap.model import SIZE_ATTRS, ProcessIdentity, Region, Snapshot, Totals
-from memsnap.store.rawsql import column_list, placeholder
+from memsnap.model import ProcessIdentity, Region, Snapshot, Totals
+from memsnap.store.rawsql import placeholder
 from memsnap.store.schema import U64_SHIFT, paths, processes, regions, snapshot_kinds, snapshots
 
 _SNAPSHOT_COLUMNS = (
@@ -130,48 +130,87 @@ def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
 
 # Regions are read with hand-written SQL straight from the driver (a layout can hold
 # 60,000 rows: SQLAlchemy's Row objects and per-value type processing would cost more
-# than SQLite's own work), in Region's field order, the U64 columns as stored.
-_REGION_SELECT = (
-    ("start_addr", "end_addr", "perms", "offset", "dev", "inode"),
-    ("deleted", *SIZE_ATTRS, "vm_flags", "kind"),
+# than SQLite's own work), the U64 columns as stored (value - 2**63).
+_SHIFTED_FIELDS = frozenset({"start", "end", "offset", "inode"})
+_SQL_OF_FIELD = {"start": "r.start_addr", "end": "r.end_addr", "path": "p.text"}
+# What pairing the regions of two different processes looks at (diff.IDENTITY_FIELDS,
+# the pairing key, the libraries): every other field is only read for the regions a
+# diff reports. Fewer columns is most of a 60,000-row read: each value read is an object.
+_PAIRING_FIELDS = (
+    "start",
+    "end",
+    "perms",
+    "offset",
+    "path",
+    "deleted",
+    "kind",
+    "rss",
+    "pss",
+    "swap",
 )
-_SHIFTED = (0, 1, 3, 5)  # positions of the U64 columns, stored as value - 2**63
-_DELETED = 7
+_ROW_ID = "id"
 
 # A Region from a tuple of its fields, without a Python-level call per region.
 _new_region = cast(Callable[[tuple[Any, ...]], Region], partial(tuple.__new__, Region))
 
 
-def _read_regions(conn: Connection, where: str, params: tuple[int, ...]) -> list[Region]:
+def _read_regions(
+    conn: Connection,
+    where: str,
+    params: tuple[int, ...],
+    fields: Sequence[str] = Region._fields,
+) -> tuple[list[Region], list[int]]:
     """The regions matching `where` (over `regions r`, `?` for each of `params`), in
-    ascending address order."""
-    head, tail = _REGION_SELECT
+    ascending address order, and their row ids. Fields not in `fields` are None."""
+    quote = conn.dialect.identifier_preparer.quote
+    select_list = ", ".join(["r.id", *(_SQL_OF_FIELD.get(f) or f"r.{quote(f)}" for f in fields)])
     result = conn.exec_driver_sql(
-        f"SELECT {column_list(conn, head, 'r')}, p.text, {column_list(conn, tail, 'r')} "
-        f"FROM regions r LEFT JOIN paths p ON p.id = r.path_id "
+        f"SELECT {select_list} FROM regions r LEFT JOIN paths p ON p.id = r.path_id "
         f"WHERE {where.replace('?', placeholder(conn))}",
         params,
     )
     rows: Sequence[Any] = result.cursor.fetchall() if result.cursor is not None else []
     result.close()
     if not rows:
-        return []
+        return [], []
     # Sorted in Python (cheaper than SQLite's sorter at this size); stored starts are
     # shifted by 2**63, which keeps the order of the real ones.
-    cols: list[Any] = list(zip(*sorted(rows, key=itemgetter(0)), strict=True))
-    for i in _SHIFTED:
-        cols[i] = list(map(U64_SHIFT.__add__, cols[i]))
-    cols[_DELETED] = list(map(bool, cols[_DELETED]))
-    return list(map(_new_region, zip(*cols, strict=True)))
+    read: list[Any] = list(
+        zip(*sorted(rows, key=itemgetter(1 + fields.index("start"))), strict=True)
+    )
+    ids: list[int] = list(read[0])
+    by_field = dict(zip(fields, read[1:], strict=True))
+    none: list[None] = [None] * len(ids)
+    cols: list[Any] = []
+    for f in Region._fields:
+        col = by_field.get(f, none)
+        if f in _SHIFTED_FIELDS and col is not none:
+            col = list(map(U64_SHIFT.__add__, col))
+        elif f == "deleted" and col is not none:
+            col = list(map(bool, col))
+        cols.append(col)
+    return list(map(_new_region, zip(*cols, strict=True))), ids
+
+
+def _regions_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Region]:
+    """Whole regions by row id."""
+    found: dict[int, Region] = {}
+    for i in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[i : i + _ID_CHUNK]
+        regions_read, ids_read = _read_regions(
+            conn, f"r.id IN ({', '.join('?' * len(chunk))})", tuple(chunk)
+        )
+        found.update(zip(ids_read, regions_read, strict=True))
+    return found
+
+
+_ID_CHUNK = 500
+_LAYOUT_WHERE = "r.process_id = ? AND r.first_seq <= ? AND (r.last_seq IS NULL OR r.last_seq >= ?)"
 
 
 def layout(conn: Connection, snap: Snapshot) -> list[Region]:
     """Every region of a snapshot, in ascending address order."""
-    return _read_regions(
-        conn,
-        "r.process_id = ? AND r.first_seq <= ? AND (r.last_seq IS NULL OR r.last_seq >= ?)",
-        (snap.process_id, snap.seq, snap.seq),
-    )
+    return _read_regions(conn, _LAYOUT_WHERE, (snap.process_id, snap.seq, snap.seq))[0]
 
 
 def changed_regions(
@@ -180,12 +219,12 @@ def changed_regions(
     """For two snapshots of one process (a before b): the regions of a that are gone by
     b, and the regions of b that a did not have. Unchanged rows are never read."""
     assert a.process_id == b.process_id and a.seq <= b.seq
-    gone = _read_regions(
+    gone, _ = _read_regions(
         conn,
         "r.process_id = ? AND r.first_seq <= ? AND r.last_seq >= ? AND r.last_seq < ?",
         (a.process_id, a.seq, a.seq, b.seq),
     )
-    came = _read_regions(
+    came, _ = _read_regions(
         conn,
         "r.process_id = ? AND r.first_seq > ? AND r.first_seq <= ? "
         "AND (r.last_seq IS NULL OR r.last_seq >= ?)",
@@ -257,5 +296,33 @@ def diff_between(conn: Connection, a: Snapshot, b: Snapshot) -> Diff:
         return diff_snapshots(
             a, b, before, after, "address", libraries(before) | both, libraries(after) | both
         )
-    full_a, full_b = layout(conn, a), layout(conn, b)
-    return diff_snapshots(a, b, full_a, full_b, "identity", libraries(full_a), libraries(full_b))
+    # Two different processes: every region takes part in the pairing, but only what
+    # the diff reports is read whole.
+    light_a, ids_a = _read_regions(
+        conn, _LAYOUT_WHERE, (a.process_id, a.seq, a.seq), _PAIRING_FIELDS
+    )
+    light_b, ids_b = _read_regions(
+        conn, _LAYOUT_WHERE, (b.process_id, b.seq, b.seq), _PAIRING_FIELDS
+    )
+    found = diff_snapshots(
+        a, b, light_a, light_b, "identity", libraries(light_a), libraries(light_b)
+    )
+    row_of = {id(r): row for r, row in zip([*light_a, *light_b], [*ids_a, *ids_b], strict=True)}
+    reported = [
+        *found.added,
+        *found.removed,
+        *(r for c in found.changed for r in (c.before, c.after)),
+    ]
+    whole = _regions_by_id(conn, sorted({row_of[id(r)] for r in reported}))
+
+    def full(r: Region) -> Region:
+        return whole[row_of[id(r)]]
+
+    return replace(
+        found,
+        added=tuple(map(full, found.added)),
+        removed=tuple(map(full, found.removed)),
+        changed=tuple(
+            RegionChange(full(c.before), full(c.after), c.changes) for c in found.changed
+        ),
+    )

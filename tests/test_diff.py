@@ -134,6 +134,23 @@ def test_two_runs_of_one_program_match_by_identity(cli: Cli, target_binary: Path
         assert not (c["after"]["path"] or "").endswith(("libc.so.6", "/target")) or set(
             c["changes"]
         ) <= {"rss", "pss", "size", "swap"}
+    # Pairing reads only some columns; what the diff reports is each region whole, as
+    # `show` prints it.
+    shown = {
+        s: {
+            r["start"]: r
+            for r in json.loads(cli("show", str(s), "--format", "json").stdout)["regions"]
+        }
+        for s in (a, b)
+    }
+    assert moved["added"]  # type: ignore[index]
+    for r in moved["added"]:  # type: ignore[index]
+        assert r == shown[b][r["start"]]
+    for r in moved["removed"]:  # type: ignore[index]
+        assert r == shown[a][r["start"]]
+    for c in moved["changed"]:  # type: ignore[index]
+        assert c["before"] == shown[a][c["before"]["start"]]
+        assert c["after"] == shown[b][c["after"]["start"]]
 
 
 def test_show_at_spellings_and_errors(sqlite_cli: Cli, target: Target) -> None:
