@@ -1,7 +1,6 @@
 """Everything memsnap reads from /proc, and nothing else does.
 
-Each file is read with a single `read()` of the whole file: the kernel only promises that
-the text of one read call is consistent. OS errors become `ProcessError`s that name the
+Each file is read to its end in one go. OS errors become `ProcessError`s that name the
 pid and say what to do (one place: `_translate`), so callers never see an errno.
 
 The proc root is a parameter (default `/proc`) so tests and containers can point it
@@ -65,19 +64,14 @@ def read_file(path: str | Path) -> str:
 
 
 def read_bytes(path: str | Path) -> bytes:
-    """One `read()` of a whole /proc file (more only for what did not fit)."""
+    """A whole /proc file, read to its end into one growing buffer.
+
+    The kernel writes a maps or smaps text as it is read, a page or so per `read()`
+    whatever the size asked for (60,000 mappings of smaps take 12,000 calls); asking for
+    a large buffer each time only costs an allocation per call (0.10 s against 0.07 s).
+    """
     with open(path, "rb", buffering=0) as f:
-        chunks = []
-        # A single read of a large enough buffer: seq_file fills it in one go as long as
-        # it fits, which keeps the text consistent; loop only for what did not fit.
-        size = 1 << 20
-        while True:
-            chunk = f.read(size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size = max(size, len(chunk) * 2)
-    return b"".join(chunks)
+        return f.readall()
 
 
 @contextlib.contextmanager
