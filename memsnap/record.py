@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -83,7 +83,6 @@ def _info(capture: Capture, label: str | None, taken_at: datetime) -> SnapshotIn
         page_size=info.page_size,
         kernel=info.kernel,
         has_smaps=capture.has_smaps,
-        digest=capture.digest,
     )
 
 
@@ -94,7 +93,7 @@ def record_capture(
     parsed, classified and compared region by region."""
     info = capture.info
     snapshot = _info(capture, label, taken_at)
-    same = db.write(lambda conn: save_unchanged(conn, snapshot))
+    same = db.write(lambda conn: save_unchanged(conn, snapshot, capture.digest.value))
     if same is not None:
         return Recorded(same[0], info.identity.pid, info.command, same[1])
     parsed = parse_text(capture.text)
@@ -107,9 +106,8 @@ def record_capture(
         layouts_from_files(proc, info.identity.pid),
         info.page_size,
     )
-    snapshot_id, totals = db.write(
-        lambda conn: save_snapshot(conn, snapshot, parsed.columns, kinds)
-    )
+    stored = replace(snapshot, digest=capture.digest.value())
+    snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, stored, parsed.columns, kinds))
     return Recorded(snapshot_id, info.identity.pid, info.command, totals)
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import chain
 from typing import Any
@@ -234,10 +234,13 @@ def _kind_rows(conn: Connection, snapshot_id: int, kinds: dict[str, Totals]) -> 
         )
 
 
-def save_unchanged(conn: Connection, info: SnapshotInfo) -> tuple[int, Totals] | None:
+def save_unchanged(
+    conn: Connection, info: SnapshotInfo, digest: Callable[[], str]
+) -> tuple[int, Totals] | None:
     """A new snapshot identical to the process's latest one, if its digest says so:
-    no region row is read or written. None when there is no such latest snapshot."""
-    if info.digest is None or info.identity.boot_id is None:
+    no region row is read or written. None when there is no such latest snapshot.
+    `digest` is asked for only when there is a latest snapshot to compare with."""
+    if info.identity.boot_id is None:
         return None
     # Only looked up, never created here: if the text turns out not to parse, a record
     # that failed must leave nothing behind, not even a process row.
@@ -245,10 +248,12 @@ def save_unchanged(conn: Connection, info: SnapshotInfo) -> tuple[int, Totals] |
     if process_row is None:
         return None
     latest = latest_snapshot(conn, process_row)
-    if latest is None or latest.digest != info.digest:
+    if latest is None or latest.digest is None or latest.digest != digest():
         return None
     totals = Totals(latest.regions, latest.size, latest.rss, latest.pss, latest.swap)
-    snapshot_id = _snapshot_row(conn, process_row, latest.seq + 1, info, totals)
+    snapshot_id = _snapshot_row(
+        conn, process_row, latest.seq + 1, replace(info, digest=latest.digest), totals
+    )
     kinds = conn.execute(
         select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == latest.id)
     ).all()
