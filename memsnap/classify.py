@@ -102,13 +102,17 @@ def classify(
     objects: dict[tuple[str, str, int], list[int]] = {}
 
     for i, m in enumerate(mappings):
+        if m.path is None:  # most mappings of a big process: tested first, inline
+            if m.perms == "---p":
+                kinds[i] = "guard"
+            continue  # anonymous: decided below, once objects and their bss are known
         pseudo = _pseudo_kind(m)
         if pseudo is not None:
             kinds[i] = pseudo
         elif m.perms == "---p":
             kinds[i] = "guard"
-        elif m.path is None or m.path.startswith("[anon:"):
-            continue  # anonymous: decided below, once objects and their bss are known
+        elif m.path.startswith("[anon:"):
+            continue
         elif is_shmem_path(m.path, m.perms):
             kinds[i] = "shmem"
         else:
