@@ -47,6 +47,7 @@ from memsnap.store.schema import (
 )
 
 _CHUNK = 500
+_OPEN_ROWS_BATCH = 2000
 # The region columns in the order of `Mapping`'s fields (path as its id), then kind.
 _KEY_COLUMNS = (
     "start_addr",
@@ -289,18 +290,24 @@ def _keep_unchanged(
     wanted: dict[tuple[Any, ...], list[int]] = {}
     for i, key in enumerate(keys):
         wanted.setdefault(key, []).append(i)
-    open_rows = conn.exec_driver_sql(
+    result = conn.exec_driver_sql(
         f"SELECT {column_list(conn, _KEY_COLUMNS)}, id FROM regions "
         f"WHERE process_id = {mark} AND last_seq IS NULL",
         (process_row,),
-    ).all()
+    )
     vanished = []
-    for row in open_rows:
-        still = wanted.get(tuple(row[:-1]))
-        if still:
-            still.pop()
-        else:
-            vanished.append((seq - 1, row[-1]))
+    cursor = result.cursor
+    assert cursor is not None
+    # Streamed from the driver a batch at a time: 60,000 open rows held at once, on top
+    # of the new snapshot's, would take memory past 200 MiB.
+    while batch := cursor.fetchmany(_OPEN_ROWS_BATCH):
+        for row in batch:
+            still = wanted.get(tuple(row[:-1]))
+            if still:
+                still.pop()
+            else:
+                vanished.append((seq - 1, row[-1]))
+    result.close()
     if vanished:
         conn.exec_driver_sql(f"UPDATE regions SET last_seq = {mark} WHERE id = {mark}", vanished)
     return [keys[i] for indexes in wanted.values() for i in indexes]
