@@ -22,10 +22,11 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cache
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from memsnap.model import (
     SIZE_ATTRS,
@@ -87,23 +88,47 @@ def path_digest(text: str) -> str:
     return hashlib.sha256(raw_bytes(text)).hexdigest()
 
 
+# The statements every snapshot runs, built once: `record --all` runs them for each of a
+# machine's processes, and building a Core statement costs more than SQLite running it.
+_FIND_PROCESS = select(processes.c.id).where(
+    processes.c.host == bindparam("host"),
+    processes.c.boot_id == bindparam("boot_id"),
+    processes.c.pid == bindparam("pid"),
+    processes.c.start_ticks == bindparam("start_ticks"),
+)
+_FIND_PROCESS_LOCKED = _FIND_PROCESS.with_for_update()
+_LATEST_SNAPSHOT = (
+    select(snapshots)
+    .where(snapshots.c.process_id == bindparam("process_row"))
+    .order_by(snapshots.c.seq.desc())
+    .limit(1)
+)
+_PATH_IDS = select(paths.c.digest, paths.c.id).where(
+    paths.c.digest.in_(bindparam("digests", expanding=True))
+)
+_INSERT_SNAPSHOT = insert(snapshots).returning(snapshots.c.id)
+_INSERT_KINDS = insert(snapshot_kinds)
+_KINDS_OF = select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == bindparam("snapshot"))
+
+
+@cache
+def _insert_or_skip(dialect: str, table: Any) -> Any:
+    # Each dialect's insert is imported only where it is used: loading the PostgreSQL
+    # dialect costs SQLite users 16 ms.
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
 def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     """Insert rows, skipping those a unique constraint says exist (a concurrent writer
     may have just added the same path or process)."""
-    if not rows:
-        return
-    # Each dialect's insert is imported only where it is used: loading the PostgreSQL
-    # dialect costs SQLite users 16 ms.
-    stmt: Any
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects import sqlite
-
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    conn.execute(stmt, rows)
+    if rows:
+        conn.execute(_insert_or_skip(conn.dialect.name, table), rows)
 
 
 def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
@@ -114,9 +139,7 @@ def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
     def look_up(digests: list[str]) -> None:
         for i in range(0, len(digests), _CHUNK):
             chunk = digests[i : i + _CHUNK]
-            for row in conn.execute(
-                select(paths.c.digest, paths.c.id).where(paths.c.digest.in_(chunk))
-            ):
+            for row in conn.execute(_PATH_IDS, {"digests": chunk}):
                 ids[by_digest[row.digest]] = row.id
 
     look_up(list(by_digest))
@@ -167,26 +190,22 @@ def process_id(
 
 def find_process(conn: Connection, identity: ProcessIdentity) -> int | None:
     """The row of a live process seen before (locked on PostgreSQL), or None."""
-    query = select(processes.c.id).where(
-        processes.c.host == escape_undecodable(identity.host),
-        processes.c.boot_id == identity.boot_id,
-        processes.c.pid == identity.pid,
-        processes.c.start_ticks == identity.start_ticks,
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).scalar_one_or_none()
+    query = _FIND_PROCESS_LOCKED if conn.dialect.name == "postgresql" else _FIND_PROCESS
+    row = conn.execute(
+        query,
+        {
+            "host": escape_undecodable(identity.host),
+            "boot_id": identity.boot_id,
+            "pid": identity.pid,
+            "start_ticks": identity.start_ticks,
+        },
+    ).scalar_one_or_none()
     return None if row is None else int(row)
 
 
 def latest_snapshot(conn: Connection, process_row: int) -> Any:
     """The latest snapshot row of a process (id, seq, digest and totals), or None."""
-    return conn.execute(
-        select(snapshots)
-        .where(snapshots.c.process_id == process_row)
-        .order_by(snapshots.c.seq.desc())
-        .limit(1)
-    ).first()
+    return conn.execute(_LATEST_SNAPSHOT, {"process_row": process_row}).first()
 
 
 def _snapshot_row(
@@ -194,24 +213,23 @@ def _snapshot_row(
 ) -> int:
     return int(
         conn.execute(
-            insert(snapshots)
-            .values(
-                process_id=process_row,
-                seq=seq,
-                taken_at=info.taken_at,
-                label=None if info.label is None else escape_undecodable(info.label),
-                source=info.source,
-                page_size=info.page_size,
-                kernel=info.kernel,
-                has_smaps=info.has_smaps,
-                regions=totals.regions,
-                size=totals.size,
-                rss=totals.rss,
-                pss=totals.pss,
-                swap=totals.swap,
-                digest=info.digest,
-            )
-            .returning(snapshots.c.id)
+            _INSERT_SNAPSHOT,
+            {
+                "process_id": process_row,
+                "seq": seq,
+                "taken_at": info.taken_at,
+                "label": None if info.label is None else escape_undecodable(info.label),
+                "source": info.source,
+                "page_size": info.page_size,
+                "kernel": info.kernel,
+                "has_smaps": info.has_smaps,
+                "regions": totals.regions,
+                "size": totals.size,
+                "rss": totals.rss,
+                "pss": totals.pss,
+                "swap": totals.swap,
+                "digest": info.digest,
+            },
         ).scalar_one()
     )
 
@@ -219,7 +237,7 @@ def _snapshot_row(
 def _kind_rows(conn: Connection, snapshot_id: int, kinds: dict[str, Totals]) -> None:
     if kinds:
         conn.execute(
-            insert(snapshot_kinds),
+            _INSERT_KINDS,
             [
                 {
                     "snapshot_id": snapshot_id,
@@ -255,9 +273,7 @@ def save_unchanged(
     snapshot_id = _snapshot_row(
         conn, process_row, latest.seq + 1, replace(info, digest=latest.digest), totals
     )
-    kinds = conn.execute(
-        select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == latest.id)
-    ).all()
+    kinds = conn.execute(_KINDS_OF, {"snapshot": latest.id}).all()
     _kind_rows(
         conn, snapshot_id, {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap) for r in kinds}
     )
