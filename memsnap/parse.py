@@ -25,7 +25,7 @@ colon, a header's is an address range.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
@@ -155,29 +155,43 @@ def parse_lines(lines: Iterable[str]) -> Parsed:
     return Parsed.of(mappings, has_smaps)
 
 
-_VMFLAGS = "VmFlags:"
+_VMFLAGS = b"VmFlags:"
 _KIB = 1024
 _NO_PATH: tuple[None, bool] = (None, False)
+# The fast path reads the kernel's bytes as they are: splitting 1.5 million lines of
+# bytes is cheaper than decoding the text first and splitting strings.
+_HEADERS_BYTES = re.compile(_HEADER_PATTERN.encode(), re.MULTILINE)
+_KEY_TO_ATTR_BYTES = {key.encode(): attr for key, attr in _KEY_TO_ATTR.items()}
 # A Mapping from a tuple of its fields, without a Python-level call per mapping.
 _new_mapping = cast(Callable[[tuple[object, ...]], Mapping], partial(tuple.__new__, Mapping))
 
 
-def _block_stride(lines: list[str]) -> int:
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _decoded_each(items: Sequence[bytes]) -> list[str]:
+    """Many short byte strings decoded with one call rather than one call each (none
+    holds a newline: each is part of one line)."""
+    return _decode(b"\n".join(items)).split("\n") if items else []
+
+
+def _block_stride(lines: list[bytes]) -> int:
     """Lines per mapping when every smaps block has the same keys (one kernel prints
     them in one fixed order); the position of the second header."""
     for i in range(1, len(lines)):
         first = lines[i].split(None, 1)
-        if not first or not first[0].endswith(":"):
+        if not first or not first[0].endswith(b":"):
             return i
     return len(lines)
 
 
-def _column_sizes(column: list[str], key: str) -> list[int | None] | None:
+def _column_sizes(column: list[bytes], key: bytes) -> list[int | None] | None:
     """The sizes of one smaps key over all blocks, in bytes; None if any is odd."""
-    tokens = " ".join(column).split()
-    if len(tokens) != 3 * len(column) or tokens[0::3].count(key + ":") != len(column):
+    tokens = b" ".join(column).split()
+    if len(tokens) != 3 * len(column) or tokens[0::3].count(key + b":") != len(column):
         return None
-    if tokens[2::3].count("kB") != len(column):
+    if tokens[2::3].count(b"kB") != len(column):
         return None
     try:
         return list(map(_KIB.__mul__, map(int, tokens[1::3])))
@@ -185,7 +199,7 @@ def _column_sizes(column: list[str], key: str) -> list[int | None] | None:
         return None
 
 
-def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None:
+def _parse_strided(lines: list[bytes], stride: int | None = None) -> Parsed | None:
     """The fast path: slice the lines by the block stride and convert whole columns at
     once. Returns None whenever anything is irregular; the line-by-line parser then
     takes over (and names the offending line)."""
@@ -195,41 +209,42 @@ def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None
     if len(lines) % stride:
         return None
     headers = lines[0::stride]
-    matches = _HEADERS.findall("\n".join(headers))
+    matches = _HEADERS_BYTES.findall(b"\n".join(headers))
     if len(matches) != len(headers):
         return None
     starts, ends, perms, offsets, devs, inodes, raw_paths = zip(*matches, strict=True)
     count = len(headers)
     fields: dict[str, list[Any]] = {}
     for j in range(1, stride):
-        key = lines[j].split(":", 1)[0]
-        if key not in _KEY_TO_ATTR and key != "VmFlags":
+        key = lines[j].split(b":", 1)[0]
+        if key not in _KEY_TO_ATTR_BYTES and key != b"VmFlags":
             # A key memsnap does not keep is not even looked at: had any block a key in
             # another place, a kept key's column would hold a stranger and fail its check.
             continue
         column = lines[j::stride]
-        if key == "VmFlags":
+        if key == b"VmFlags":
             if sum(1 for line in column if line.startswith(_VMFLAGS)) != count:
                 return None
-            fields["vm_flags"] = [line[len(_VMFLAGS) :].strip() for line in column]
+            flags = _decoded_each([line[len(_VMFLAGS) :] for line in column])
+            fields["vm_flags"] = [f.strip() for f in flags]
             continue
         sizes = _column_sizes(column, key)
         if sizes is None:
             return None
-        fields[_KEY_TO_ATTR[key]] = sizes
+        fields[_KEY_TO_ATTR_BYTES[key]] = sizes
     first = list(map(int, starts, repeat(16)))
     last = list(map(int, ends, repeat(16)))
     inode_numbers = list(map(int, inodes))
     if any(map(gt, first, last)) or max(inode_numbers) >= _MAX_ADDRESS:
         return None  # the line parser names the line
-    decoded = [decode_path(p) if p else _NO_PATH for p in raw_paths]
+    decoded = [decode_path(_decode(p)) if p else _NO_PATH for p in raw_paths]
     none: list[None] = [None] * count
     columns: Columns = (
         first,
         last,
-        list(perms),
+        _decoded_each(perms),
         list(map(int, offsets, repeat(16))),
-        list(map(str.lower, devs)),
+        _decode(b"\n".join(devs).lower()).split("\n"),
         inode_numbers,
         [p for p, _ in decoded],
         [d for _, d in decoded],
@@ -240,20 +255,20 @@ def _parse_strided(lines: list[str], stride: int | None = None) -> Parsed | None
     return Parsed(mappings, stride > 1, columns)
 
 
-def _parse_in_pieces(text: str, budget: int) -> Parsed | None:
-    """The fast path over a text cut into pieces of about `budget` characters at block
-    boundaries: 60,000 mappings of smaps are 1.5 million lines, and holding them all as
-    strings at once would cost more memory than everything else together."""
+def _parse_in_pieces(text: bytes, budget: int) -> Parsed | None:
+    """The fast path over a text cut into pieces of about `budget` bytes at block
+    boundaries: 60,000 mappings of smaps are 1.5 million lines, and holding them all
+    at once would cost more memory than everything else together."""
     mappings: list[Mapping] = []
     columns: Columns = tuple([] for _ in Mapping._fields)
-    carry: list[str] = []
+    carry: list[bytes] = []
     stride = 0
     pos, size = 0, len(text)
     while pos < size:
-        end = size if pos + budget >= size else text.rfind("\n", pos, pos + budget) + 1
+        end = size if pos + budget >= size else text.rfind(b"\n", pos, pos + budget) + 1
         if end <= pos:  # one line longer than the budget
-            end = text.find("\n", pos + budget) + 1 or size
-        lines = carry + text[pos:end].split("\n")
+            end = text.find(b"\n", pos + budget) + 1 or size
+        lines = carry + text[pos:end].split(b"\n")
         pos = end
         if pos >= size:
             while lines and not lines[-1].strip():
@@ -280,12 +295,19 @@ def _parse_in_pieces(text: str, budget: int) -> Parsed | None:
     return Parsed(mappings, stride > 1, columns)
 
 
-def parse_text(text: str, piece: int = 4 << 20) -> Parsed:
-    """Parse a whole maps or smaps text; smaps when any field line is present."""
-    fast = _parse_in_pieces(text, piece)
+def parse_text(text: str | bytes, piece: int = 4 << 20) -> Parsed:
+    """Parse a whole maps or smaps text, as read (bytes) or decoded (str, undecodable
+    bytes as surrogate escapes); smaps when any field line is present."""
+    raw: bytes | None = text if isinstance(text, bytes) else None
+    if raw is None:
+        try:
+            raw = str(text).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a str that never came from bytes: lines it is
+            raw = None
+    fast = _parse_in_pieces(raw, piece) if raw is not None else None
     if fast is not None:
         return fast
-    lines = text.split("\n")
+    lines = (_decode(text) if isinstance(text, bytes) else text).split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
     return parse_lines(lines)

@@ -85,7 +85,7 @@ class Capture:
     """The raw text of one read of a process's map, with what classifying needs."""
 
     info: ProcessInfo
-    text: str
+    raw: bytes  # the maps or smaps text as the kernel wrote it
     has_smaps: bool
     threads: ThreadPointers
     digest: Digest
@@ -229,7 +229,7 @@ class Proc:
             raise ProcessGone(f"pid {pid}: the process exited and its pid was reused")
         return Capture(
             info=info,
-            text=raw.decode("utf-8", "surrogateescape"),
+            raw=raw,
             has_smaps=smaps,
             threads=threads,
             digest=Digest(raw, repr((smaps, info.exe, threads, info.page_size)).encode()),

@@ -96,7 +96,7 @@ def record_capture(
     same = db.write(lambda conn: save_unchanged(conn, snapshot, capture.digest.value))
     if same is not None:
         return Recorded(same[0], info.identity.pid, info.command, same[1])
-    parsed = parse_text(capture.text)
+    parsed = parse_text(capture.raw)
     # A running thread has no readable stack pointer; then the guard-page rule helps.
     threads = Threads(capture.threads.known, some_unknown=capture.threads.unknown > 0)
     kinds = classify(
