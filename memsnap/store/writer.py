@@ -8,8 +8,9 @@ the text a snapshot was read from is byte-for-byte that of the latest snapshot (
 digest), not even the comparison is needed.
 
 The region rows are the hot path (a process may have 65,530 mappings): they are compared
-and written as plain tuples in the database's own representation, through the driver's
-executemany, with no per-row ORM or type-processing work. Everything else uses Core.
+and written as plain tuples in the database's own representation, straight through the
+driver, 200 rows per INSERT, with no per-row ORM or type-processing work. Everything else
+uses Core statements, built once (`record --all` runs them for every process).
 
 Two writers recording one process must not both take seq k+1: the transaction is taken
 with BEGIN IMMEDIATE on SQLite and the process row is locked FOR UPDATE on PostgreSQL.
