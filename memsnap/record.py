@@ -8,7 +8,7 @@ deleted library), else from the path when it still names the same inode.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,15 +87,23 @@ def _info(capture: Capture, label: str | None, taken_at: datetime) -> SnapshotIn
 
 
 def record_capture(
-    db: Database, proc: Proc, capture: Capture, label: str | None, taken_at: datetime
+    db: Database,
+    proc: Proc,
+    capture: Capture,
+    label: str | None,
+    taken_at: datetime,
+    recorded: Container[tuple[int, int | None]] | None = None,
 ) -> Recorded:
     """Store a capture: a copy of the latest snapshot when nothing changed since, else
-    parsed, classified and compared region by region."""
+    parsed, classified and compared region by region. `recorded`, when given, holds
+    (pid, start time) of the processes recorded before: others are not looked for."""
     info = capture.info
     snapshot = _info(capture, label, taken_at)
-    same = db.write(lambda conn: save_unchanged(conn, snapshot, capture.digest.value))
-    if same is not None:
-        return Recorded(same[0], info.identity.pid, info.command, same[1])
+    identity = info.identity
+    if recorded is None or (identity.pid, identity.start_ticks) in recorded:
+        same = db.write(lambda conn: save_unchanged(conn, snapshot, capture.digest.value))
+        if same is not None:
+            return Recorded(same[0], identity.pid, info.command, same[1])
     parsed = parse_text(capture.raw)
     # A running thread has no readable stack pointer; then the guard-page rule helps.
     threads = Threads(capture.threads.known, some_unknown=capture.threads.unknown > 0)
@@ -112,12 +120,18 @@ def record_capture(
 
 
 def record_pid(
-    db: Database, proc: Proc, pid: int, *, smaps: bool = True, label: str | None = None
+    db: Database,
+    proc: Proc,
+    pid: int,
+    *,
+    smaps: bool = True,
+    label: str | None = None,
+    recorded: Container[tuple[int, int | None]] | None = None,
 ) -> Recorded:
-    """Read and store one snapshot of a live process."""
+    """Read and store one snapshot of a live process (`recorded`: see `record_capture`)."""
     taken_at = datetime.now(timezone.utc)
     capture = proc.capture(pid, smaps=smaps)
-    return record_capture(db, proc, capture, label, taken_at)
+    return record_capture(db, proc, capture, label, taken_at, recorded)
 
 
 def record_text(

@@ -19,6 +19,7 @@ from memsnap.history import name_matches
 from memsnap.procfs import Proc
 from memsnap.record import Recorded, record_pid
 from memsnap.store.database import Database
+from memsnap.store.writer import recorded_processes
 
 SKIP_REASONS = {
     KernelThread: "kernel threads",
@@ -68,12 +69,18 @@ class Sweep:
         """Record each pid; those that cannot be are counted by reason, with messages."""
         result = RoundResult()
         todo = list(pids)
+        # Who was recorded before, asked once per round: a process never seen needs no
+        # look for an unchanged copy (a transaction each, most of the cost of a small one).
+        with self.db.reading() as conn:
+            seen = recorded_processes(conn, self.proc.host, self.proc.boot_id)
         for done, pid in enumerate(todo, start=1):
             on_progress(done, len(todo))
             try:
                 if not self.matches(pid):
                     continue
-                recorded = record_pid(self.db, self.proc, pid, smaps=self.smaps, label=self.label)
+                recorded = record_pid(
+                    self.db, self.proc, pid, smaps=self.smaps, label=self.label, recorded=seen
+                )
             except ProcessError as exc:
                 reason = next(
                     (why for cls, why in SKIP_REASONS.items() if isinstance(exc, cls)), "unreadable"

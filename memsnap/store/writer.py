@@ -133,17 +133,26 @@ def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str
 
 
 def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
-    """The id of each path, inserting those not stored yet."""
-    by_digest = {path_digest(t): t for t in set(texts)}
-    ids: dict[str, int] = {}
+    """The id of each path, inserting those not stored yet.
 
-    def look_up(digests: list[str]) -> None:
+    Ids found already stored are remembered for the life of the database connection
+    (`record --all` meets libc in every process): path rows are never deleted, and only
+    rows committed before this transaction began are remembered, never ones it inserted,
+    which a rollback could take back.
+    """
+    stored: dict[str, int] = conn.info.setdefault("memsnap.path_ids", {})
+    by_digest = {path_digest(t): t for t in set(texts)}
+    ids = {t: stored[d] for d, t in by_digest.items() if d in stored}
+
+    def look_up(digests: list[str], remember: bool) -> None:
         for i in range(0, len(digests), _CHUNK):
             chunk = digests[i : i + _CHUNK]
             for row in conn.execute(_PATH_IDS, {"digests": chunk}):
                 ids[by_digest[row.digest]] = row.id
+                if remember:
+                    stored[row.digest] = row.id
 
-    look_up(list(by_digest))
+    look_up([d for d, t in by_digest.items() if t not in ids], remember=True)
     # Inserted in digest order: two writers adding some of the same new paths then take
     # the unique index's locks in the same order, so on PostgreSQL one waits for the
     # other instead of both deadlocking.
@@ -154,7 +163,7 @@ def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
     ]
     if missing:
         _insert_ignoring_conflicts(conn, paths, missing)
-        look_up([m["digest"] for m in missing])
+        look_up([m["digest"] for m in missing], remember=False)
     return ids
 
 
@@ -202,6 +211,17 @@ def find_process(conn: Connection, identity: ProcessIdentity) -> int | None:
         },
     ).scalar_one_or_none()
     return None if row is None else int(row)
+
+
+def recorded_processes(conn: Connection, host: str, boot_id: str | None) -> set[tuple[int, int]]:
+    """(pid, start time) of every process of this host and boot recorded so far: one
+    query up front saves `record --all` a transaction per process it has never seen."""
+    rows = conn.execute(
+        select(processes.c.pid, processes.c.start_ticks).where(
+            processes.c.host == escape_undecodable(host), processes.c.boot_id == boot_id
+        )
+    )
+    return {(pid, ticks) for pid, ticks in rows if ticks is not None}
 
 
 def latest_snapshot(conn: Connection, process_row: int) -> Any:
@@ -357,8 +377,9 @@ def _insert_regions(
             [tuple(chain.from_iterable(rows[i : i + per])) for i in range(0, whole, per)],
         )
     if whole < len(rows):
-        rest = rows[whole:]
-        conn.exec_driver_sql(head + ", ".join([one] * len(rest)), tuple(chain.from_iterable(rest)))
+        # The rest one row per statement: the same statement text every time, which the
+        # driver has prepared already (a statement of N rows would be new for every N).
+        conn.exec_driver_sql(head + one, rows[whole:])
 
 
 def save_snapshot(
