@@ -88,7 +88,7 @@ def test_addresses_round_trip_and_sort_across_the_whole_range(db: object) -> Non
         2**64 - 1,
     ]
     with db.writing() as conn:
-        pid_row = process_id(conn, ProcessIdentity("h", None, 1, None), "x", (), None)
+        pid_row, _ = process_id(conn, ProcessIdentity("h", None, 1, None), "x", (), None)
         conn.execute(
             insert(regions),
             [

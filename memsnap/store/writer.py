@@ -108,6 +108,7 @@ _PATH_IDS = select(paths.c.digest, paths.c.id).where(
     paths.c.digest.in_(bindparam("digests", expanding=True))
 )
 _INSERT_SNAPSHOT = insert(snapshots).returning(snapshots.c.id)
+_INSERT_PROCESS = insert(processes).returning(processes.c.id)
 _INSERT_KINDS = insert(snapshot_kinds)
 _KINDS_OF = select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == bindparam("snapshot"))
 
@@ -123,6 +124,11 @@ def _insert_or_skip(dialect: str, table: Any) -> Any:
     from sqlalchemy.dialects import sqlite
 
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+@cache
+def _insert_new_process(dialect: str) -> Any:
+    return _insert_or_skip(dialect, processes).returning(processes.c.id)
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -173,8 +179,9 @@ def process_id(
     command: str,
     cmdline: Sequence[str],
     exe: str | None,
-) -> int:
-    """The row of this process, created on first sight and locked for this transaction.
+) -> tuple[int, bool]:
+    """The row of this process, created on first sight and locked for this transaction,
+    and whether it was created just now.
 
     An imported text has no boot id or start time: it can never be proven to be the
     same process as another snapshot, so each import gets a process row of its own.
@@ -189,13 +196,14 @@ def process_id(
         "cmdline": json.dumps([escape_undecodable(arg) for arg in cmdline]),
     }
     if identity.boot_id is None or identity.start_ticks is None:
-        return int(
-            conn.execute(insert(processes).values(values).returning(processes.c.id)).scalar_one()
-        )
-    _insert_ignoring_conflicts(conn, processes, [values])
+        return int(conn.execute(_INSERT_PROCESS, values).scalar_one()), True
+    # Inserted unless a row is there already (perhaps just added by another writer).
+    created = conn.execute(_insert_new_process(conn.dialect.name), values).scalar_one_or_none()
+    if created is not None:
+        return int(created), True
     found = find_process(conn, identity)
-    assert found is not None  # inserted just now, or already there
-    return found
+    assert found is not None
+    return found, False
 
 
 def find_process(conn: Connection, identity: ProcessIdentity) -> int | None:
@@ -387,8 +395,8 @@ def save_snapshot(
 ) -> tuple[int, Totals]:
     """Store one snapshot inside the caller's transaction; returns its id and totals.
     `columns` are its mappings field by field (`model.columns_of`), `kinds` their kinds."""
-    process_row = process_id(conn, info.identity, info.command, info.cmdline, info.exe)
-    latest = latest_snapshot(conn, process_row)
+    process_row, created = process_id(conn, info.identity, info.command, info.cmdline, info.exe)
+    latest = None if created else latest_snapshot(conn, process_row)
     seq = 1 if latest is None else latest.seq + 1
     path_ids = intern_paths(conn, (p for p in columns[_PATH] if p is not None))
     keys = _stored_keys(columns, kinds, path_ids)
