@@ -9,12 +9,13 @@ rows that changed in between.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
+from functools import cached_property, partial
 from operator import itemgetter
 from typing import Any, cast
 
@@ -148,7 +149,6 @@ _PAIRING_FIELDS = (
     "pss",
     "swap",
 )
-_ROW_ID = "id"
 
 # A Region from a tuple of its fields, without a Python-level call per region.
 _new_region = cast(Callable[[tuple[Any, ...]], Region], partial(tuple.__new__, Region))
@@ -192,6 +192,9 @@ def _read_regions(
     return list(map(_new_region, zip(*cols, strict=True))), ids
 
 
+_ID_CHUNK = 500  # ids per IN (...): well inside every database's parameter limit
+
+
 def _regions_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Region]:
     """Whole regions by row id."""
     found: dict[int, Region] = {}
@@ -204,7 +207,6 @@ def _regions_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Region]:
     return found
 
 
-_ID_CHUNK = 500
 _LAYOUT_WHERE = "r.process_id = ? AND r.first_seq <= ? AND (r.last_seq IS NULL OR r.last_seq >= ?)"
 
 
@@ -286,6 +288,26 @@ def process_snapshots(
     return [replace(s, kinds=kind_totals(conn, s.id)) for s in snaps]
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One side's regions as read for pairing (in address order) and their row ids."""
+
+    regions: list[Region]
+    ids: list[int]
+
+    @cached_property
+    def starts(self) -> list[int]:
+        return [r.start for r in self.regions]
+
+    def row_of(self, region: Region) -> int:
+        """The row id of one of these very region objects (equal tuples may repeat in
+        an imported text, so the object itself is looked for among its start's)."""
+        i = bisect.bisect_left(self.starts, region.start)
+        while self.regions[i] is not region:
+            i += 1
+        return self.ids[i]
+
+
 def diff_between(conn: Connection, a: Snapshot, b: Snapshot) -> Diff:
     """The diff from a to b, reading only changed rows when both are one process."""
     if same_process(a, b):
@@ -307,22 +329,22 @@ def diff_between(conn: Connection, a: Snapshot, b: Snapshot) -> Diff:
     found = diff_snapshots(
         a, b, light_a, light_b, "identity", libraries(light_a), libraries(light_b)
     )
-    row_of = {id(r): row for r, row in zip([*light_a, *light_b], [*ids_a, *ids_b], strict=True)}
-    reported = [
-        *found.added,
-        *found.removed,
-        *(r for c in found.changed for r in (c.before, c.after)),
-    ]
-    whole = _regions_by_id(conn, sorted({row_of[id(r)] for r in reported}))
+    side_a, side_b = _Side(light_a, ids_a), _Side(light_b, ids_b)
+    wanted = [side_a.row_of(r) for r in found.removed]
+    wanted += [side_b.row_of(r) for r in found.added]
+    for c in found.changed:
+        wanted += [side_a.row_of(c.before), side_b.row_of(c.after)]
+    whole = _regions_by_id(conn, sorted(set(wanted)))
 
-    def full(r: Region) -> Region:
-        return whole[row_of[id(r)]]
+    def full(r: Region, side: _Side) -> Region:
+        return whole[side.row_of(r)]
 
     return replace(
         found,
-        added=tuple(map(full, found.added)),
-        removed=tuple(map(full, found.removed)),
+        added=tuple(full(r, side_b) for r in found.added),
+        removed=tuple(full(r, side_a) for r in found.removed),
         changed=tuple(
-            RegionChange(full(c.before), full(c.after), c.changes) for c in found.changed
+            RegionChange(full(c.before, side_a), full(c.after, side_b), c.changes)
+            for c in found.changed
         ),
     )
