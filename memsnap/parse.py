@@ -41,8 +41,9 @@ _HEADER_PATTERN = (
     r"([0-9a-fA-F]{1,8}:[0-9a-fA-F]{1,8}) +([0-9]{1,20})(?:[ \t]+(.*))?"
 )
 _HEADER = re.compile(_HEADER_PATTERN)
-# The same, for all headers of a text at once (`.` never crosses a newline).
-_HEADERS = re.compile(f"^{_HEADER_PATTERN}$", re.MULTILINE)
+# The same, for all headers of a text at once, on the kernel's bytes (`.` never crosses
+# a newline; each match must be a whole line).
+_HEADERS = re.compile(f"^{_HEADER_PATTERN}$".encode(), re.MULTILINE)
 _DELETED = " (deleted)"
 _KEY_TO_ATTR: dict[str, str] = {key: attr for attr, key in SMAPS_FIELDS}
 _MAX_ADDRESS = 2**64
@@ -160,7 +161,6 @@ _KIB = 1024
 _NO_PATH: tuple[None, bool] = (None, False)
 # The fast path reads the kernel's bytes as they are: splitting 1.5 million lines of
 # bytes is cheaper than decoding the text first and splitting strings.
-_HEADERS_BYTES = re.compile(_HEADER_PATTERN.encode(), re.MULTILINE)
 _KEY_TO_ATTR_BYTES = {key.encode(): attr for key, attr in _KEY_TO_ATTR.items()}
 # A Mapping from a tuple of its fields, without a Python-level call per mapping.
 _new_mapping = cast(Callable[[tuple[object, ...]], Mapping], partial(tuple.__new__, Mapping))
@@ -209,7 +209,7 @@ def _parse_strided(lines: list[bytes], stride: int | None = None) -> Parsed | No
     if len(lines) % stride:
         return None
     headers = lines[0::stride]
-    matches = _HEADERS_BYTES.findall(b"\n".join(headers))
+    matches = _HEADERS.findall(b"\n".join(headers))
     if len(matches) != len(headers):
         return None
     starts, ends, perms, offsets, devs, inodes, raw_paths = zip(*matches, strict=True)

@@ -186,3 +186,20 @@ def test_parsing_in_pieces_agrees_and_stays_fast(name: str, piece: int) -> None:
     # ...and never changes the result.
     if pieces is not None:
         assert pieces == parse_lines(lines)
+
+
+@pytest.mark.parametrize(
+    "bad_header",
+    [
+        "junk 00401000-00402000 r-xp 00000000 08:02 1 /bin/x",  # text before the range
+        "00401000-00402000 r-xp 00000000 08:02 1234567890123456789012345 /bin/x",  # inode
+    ],
+)
+def test_fast_path_refuses_what_the_line_parser_refuses(bad_header: str) -> None:
+    """A regular smaps text with one malformed header must not slip through the fast path
+    (which matches all headers at once) where the line parser names the line."""
+    good = ["00400000-00401000 r-xp 00000000 08:02 1 /bin/x", "Rss: 4 kB", "Pss: 4 kB"]
+    text = "\n".join([*good, bad_header, "Rss: 8 kB", "Pss: 8 kB"])
+    with pytest.raises(ParseError) as info:
+        parse_text(text)
+    assert info.value.lineno == 4
