@@ -130,9 +130,12 @@ class Proc:
 
     def __init__(self, root: str = DEFAULT_PROC) -> None:
         self.root = Path(root)
+        self._root = str(root)
 
-    def pid_dir(self, pid: int) -> Path:
-        return self.root / str(pid)
+    def file(self, pid: int, name: str) -> str:
+        """A file of a process, as a plain string: `record --all` builds a dozen of these
+        for every process, and a `Path` costs several times more."""
+        return f"{self._root}/{pid}/{name}"
 
     @cached_property
     def boot_id(self) -> str | None:
@@ -150,7 +153,7 @@ class Proc:
         """The fields of /proc/PID/stat from field 3 (state) on: the command name before
         them may hold spaces and parentheses, so they are counted after its last ')'."""
         with _translate(pid):
-            stat = read_file(self.pid_dir(pid) / "stat")
+            stat = read_file(self.file(pid, "stat"))
         return stat.rsplit(")", 1)[-1].split()
 
     def start_ticks(self, pid: int) -> int:
@@ -163,15 +166,15 @@ class Proc:
     def exe(self, pid: int) -> str | None:
         """The program's path, without the ` (deleted)` the kernel appends."""
         try:
-            target = os.readlink(self.pid_dir(pid) / "exe")
+            target = os.readlink(self.file(pid, "exe"))
         except OSError:
             return None
         return target[: -len(_DELETED)] if target.endswith(_DELETED) else target
 
     def info(self, pid: int) -> ProcessInfo:
         with _translate(pid):
-            comm = read_file(self.pid_dir(pid) / "comm").rstrip("\n")
-            raw_cmdline = read_file(self.pid_dir(pid) / "cmdline")
+            comm = read_file(self.file(pid, "comm")).rstrip("\n")
+            raw_cmdline = read_file(self.file(pid, "cmdline"))
         cmdline = tuple(raw_cmdline.split("\0")[:-1]) if raw_cmdline else ()
         identity = ProcessIdentity(
             host=self.host,
@@ -198,14 +201,14 @@ class Proc:
         pointers = []
         unknown = 0
         try:
-            tids = os.listdir(self.pid_dir(pid) / "task")
+            tids = os.listdir(self.file(pid, "task"))
         except OSError:
             return ThreadPointers((), 1)
         for tid in tids:
             if tid == str(pid):
                 continue
             try:
-                fields = read_file(self.pid_dir(pid) / "task" / tid / "syscall").split()
+                fields = read_file(self.file(pid, f"task/{tid}/syscall")).split()
                 pointers.append(int(fields[-2], 16))
             except (OSError, ValueError, IndexError):
                 unknown += 1
@@ -219,7 +222,7 @@ class Proc:
         """
         info = self.info(pid)
         with _translate(pid):
-            raw = read_bytes(self.pid_dir(pid) / ("smaps" if smaps else "maps"))
+            raw = read_bytes(self.file(pid, "smaps" if smaps else "maps"))
         if not raw:
             if self.state(pid) == "Z":
                 raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
@@ -241,4 +244,4 @@ class Proc:
 
     def map_file(self, pid: int, start: int, end: int) -> Path:
         """The kernel's handle on a mapped file, valid even when the file was deleted."""
-        return self.pid_dir(pid) / "map_files" / f"{start:x}-{end:x}"
+        return Path(self.file(pid, f"map_files/{start:x}-{end:x}"))
