@@ -67,3 +67,26 @@ def test_all_watch_rounds(sqlite_cli: Cli, children: list[int]) -> None:
 def test_all_and_pids_together_is_a_usage_error(sqlite_cli: Cli) -> None:
     out = sqlite_cli("record", "--all", "1")
     assert out.exit_code == 2 and "--all" in out.stderr
+
+
+def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
+    sqlite_cli: Cli, children: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`record --all` asks once who was recorded before; a process never seen costs no
+    transaction looking for an unchanged copy, one seen before still gets the shortcut."""
+    import memsnap.record
+
+    looked_for: list[int] = []
+    real = memsnap.record.save_unchanged
+
+    def spy(conn: object, info: memsnap.record.SnapshotInfo, digest: object) -> object:
+        looked_for.append(info.identity.pid)
+        return real(conn, info, digest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(memsnap.record, "save_unchanged", spy)
+    selected = ["--name", f"^{NAME}$"]
+    assert sqlite_cli("record", "--all", *selected).exit_code == 0
+    assert looked_for == []
+    assert sqlite_cli("record", "--all", *selected).exit_code == 0
+    assert sorted(looked_for) == sorted(children)
+    assert sorted(recorded_pids(sqlite_cli)) == sorted(children * 2)
