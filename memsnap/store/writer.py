@@ -109,7 +109,6 @@ _PATH_IDS = select(paths.c.digest, paths.c.id).where(
 )
 _INSERT_SNAPSHOT = insert(snapshots).returning(snapshots.c.id)
 _INSERT_PROCESS = insert(processes).returning(processes.c.id)
-_INSERT_KINDS = insert(snapshot_kinds)
 _KINDS_OF = select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == bindparam("snapshot"))
 
 
@@ -264,19 +263,15 @@ def _snapshot_row(
 
 
 def _kind_rows(conn: Connection, snapshot_id: int, kinds: dict[str, Totals]) -> None:
+    # Through the driver, like the regions: a few rows per snapshot, but `record --all`
+    # writes them for every process. `size` is a U64 column, stored shifted.
     if kinds:
-        conn.execute(
-            _INSERT_KINDS,
+        mark = placeholder(conn)
+        conn.exec_driver_sql(
+            f"INSERT INTO snapshot_kinds (snapshot_id, kind, regions, size, rss, pss, swap) "
+            f"VALUES ({', '.join([mark] * 7)})",
             [
-                {
-                    "snapshot_id": snapshot_id,
-                    "kind": k,
-                    "regions": t.regions,
-                    "size": t.size,
-                    "rss": t.rss,
-                    "pss": t.pss,
-                    "swap": t.swap,
-                }
+                (snapshot_id, k, t.regions, t.size - U64_SHIFT, t.rss, t.pss, t.swap)
                 for k, t in kinds.items()
             ],
         )
@@ -373,21 +368,27 @@ def _insert_regions(
 ) -> None:
     if not rows:
         return
-    # The process and sequence are the same on every row: written into the statement
-    # (they are integers memsnap made) rather than copied into 60,000 tuples.
-    one = f"({int(process_row)}, {int(seq)}, {', '.join([placeholder(conn)] * len(_KEY_COLUMNS))})"
+    marks = ", ".join([placeholder(conn)] * len(_KEY_COLUMNS))
     head = f"INSERT INTO regions (process_id, first_seq, {column_list(conn, _KEY_COLUMNS)}) VALUES "
     per = _rows_per_insert(conn)
     whole = len(rows) - len(rows) % per
     if whole:
+        # The process and sequence are the same on every row: written into the statement
+        # (they are integers memsnap made) rather than copied into 60,000 tuples.
+        one = f"({int(process_row)}, {int(seq)}, {marks})"
         conn.exec_driver_sql(
             head + ", ".join([one] * per),
             [tuple(chain.from_iterable(rows[i : i + per])) for i in range(0, whole, per)],
         )
     if whole < len(rows):
-        # The rest one row per statement: the same statement text every time, which the
-        # driver has prepared already (a statement of N rows would be new for every N).
-        conn.exec_driver_sql(head + one, rows[whole:])
+        # The rest (all of most processes' rows) one row per statement, the process and
+        # sequence bound: the same text for every snapshot, which the driver keeps
+        # prepared (`record --all` writes one such statement per process).
+        mark = placeholder(conn)
+        conn.exec_driver_sql(
+            f"{head}({mark}, {mark}, {marks})",
+            [(process_row, seq, *row) for row in rows[whole:]],
+        )
 
 
 def save_snapshot(
