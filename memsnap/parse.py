@@ -57,7 +57,7 @@ class Parsed:
     has_smaps: bool
     # The same mappings field by field, as the fast path builds them anyway: the writer
     # stores these without transposing the tuples back.
-    columns: Columns = field(default=(), compare=False, repr=False)
+    columns: Columns = field(compare=False, repr=False)
 
     @staticmethod
     def of(mappings: list[Mapping], has_smaps: bool) -> Parsed:
