@@ -25,7 +25,15 @@ from memsnap.diff import Diff, RegionChange, diff_snapshots, libraries, same_pro
 from memsnap.errors import NotFoundError
 from memsnap.model import ProcessIdentity, Region, Snapshot, Totals
 from memsnap.store.rawsql import placeholder
-from memsnap.store.schema import U64_SHIFT, paths, processes, regions, snapshot_kinds, snapshots
+from memsnap.store.schema import (
+    U64_REGION_FIELDS,
+    U64_SHIFT,
+    paths,
+    processes,
+    regions,
+    snapshot_kinds,
+    snapshots,
+)
 
 _SNAPSHOT_COLUMNS = (
     snapshots.c.id,
@@ -132,7 +140,6 @@ def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
 # Regions are read with hand-written SQL straight from the driver (a layout can hold
 # 60,000 rows: SQLAlchemy's Row objects and per-value type processing would cost more
 # than SQLite's own work), the U64 columns as stored (value - 2**63).
-_SHIFTED_FIELDS = frozenset({"start", "end", "offset", "inode"})
 _SQL_OF_FIELD = {"start": "r.start_addr", "end": "r.end_addr", "path": "p.text"}
 # What pairing the regions of two different processes looks at (diff.IDENTITY_FIELDS,
 # the pairing key, the libraries): every other field is only read for the regions a
@@ -184,7 +191,7 @@ def _read_regions(
     cols: list[Any] = []
     for f in Region._fields:
         col = by_field.get(f, none)
-        if f in _SHIFTED_FIELDS and col is not none:
+        if f in U64_REGION_FIELDS and col is not none:
             col = list(map(U64_SHIFT.__add__, col))
         elif f == "deleted" and col is not none:
             col = list(map(bool, col))

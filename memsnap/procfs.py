@@ -129,19 +129,18 @@ class Proc:
     """Reads one proc root; every method takes the pid it is about."""
 
     def __init__(self, root: str = DEFAULT_PROC) -> None:
-        self.root = Path(root)
-        self._root = str(root)
+        self.root = root
 
     def file(self, pid: int, name: str) -> str:
         """A file of a process, as a plain string: `record --all` builds a dozen of these
         for every process, and a `Path` costs several times more."""
-        return f"{self._root}/{pid}/{name}"
+        return f"{self.root}/{pid}/{name}"
 
     @cached_property
     def boot_id(self) -> str | None:
         """This boot's id: read once, it does not change while memsnap runs."""
         try:
-            return read_file(self.root / "sys/kernel/random/boot_id").strip() or None
+            return read_file(f"{self.root}/sys/kernel/random/boot_id").strip() or None
         except OSError:
             return None
 

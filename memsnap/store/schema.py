@@ -41,6 +41,9 @@ from sqlalchemy.types import TypeDecorator
 from memsnap.model import SIZE_ATTRS
 
 U64_SHIFT = 2**63
+# The region fields kept in U64 columns (start_addr, end_addr, offset, inode): code that
+# reads or writes region rows through the driver shifts these itself.
+U64_REGION_FIELDS = ("start", "end", "offset", "inode")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

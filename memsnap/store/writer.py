@@ -41,6 +41,7 @@ from memsnap.model import (
 from memsnap.names import escape_undecodable, raw_bytes
 from memsnap.store.rawsql import column_list, placeholder
 from memsnap.store.schema import (
+    U64_REGION_FIELDS,
     U64_SHIFT,
     paths,
     processes,
@@ -64,7 +65,7 @@ _KEY_COLUMNS = (
     "vm_flags",
     "kind",
 )
-_SHIFTED = frozenset({0, 1, 3, 5})  # positions of U64 columns within a key
+_SHIFTED = [Mapping._fields.index(f) for f in U64_REGION_FIELDS]  # positions within a key
 
 
 @dataclass(frozen=True, slots=True)
