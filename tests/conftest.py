@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from memsnap.cli import app
 from memsnap.store.database import Database, open_database
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
-if not FIXTURES.is_dir():
-    FIXTURES = Path(os.environ.get("MEMSNAP_FIXTURES", "../shared/fixtures")).resolve()
+# Real captures from other machines and peer tools' data, kept in the repository with
+# their sources and licences (tests/fixtures/maps/SOURCES.md, tests/fixtures/peers/*/README.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MAPS = FIXTURES / "maps"
 PEERS = FIXTURES / "peers"
 HELPERS = Path(__file__).resolve().parent / "helpers"
@@ -33,10 +33,9 @@ PG_SKIP = "PostgreSQL tests need MEMSNAP_TEST_PG_URL (e.g. postgresql+psycopg://
 
 
 def capture_path(name: str) -> Path:
-    """A real capture from ../shared/fixtures/maps; skips the test where it is absent."""
+    """A real capture from tests/fixtures/maps; a missing one fails the test."""
     path = MAPS / name
-    if not path.exists():
-        pytest.skip(f"the shared captures are not beside this checkout ({MAPS})")
+    assert path.is_file(), f"missing capture {path}"
     return path
 
 

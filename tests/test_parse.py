@@ -11,6 +11,11 @@ from memsnap.parse import format_header, parse_text
 CAPTURES = sorted(p.name for p in MAPS.glob("*.txt"))
 
 
+def test_the_captures_are_in_the_repository() -> None:
+    # An empty glob would make every parametrised test below vanish without a failure.
+    assert len(CAPTURES) >= 31, f"the captures are missing from {MAPS}"
+
+
 def header_lines(text: str) -> list[str]:
     return [
         line

@@ -9,11 +9,6 @@ import pytest
 
 from conftest import PEERS, Cli
 
-pytestmark = pytest.mark.skipif(
-    not (PEERS / "jc").is_dir(),
-    reason=f"the shared peer data is not beside this checkout ({PEERS})",
-)
-
 SMAPS_SIZES = {
     "Rss": "rss",
     "Pss": "pss",
