@@ -23,6 +23,10 @@ class ProcessGone(ProcessError):
     """The process has exited: no such pid, a zombie, or its pid now names another."""
 
 
+class ProcessChanged(ProcessError):
+    """The process ran a new program (exec) while its map was read: the text is not whole."""
+
+
 class ProcessDenied(ProcessError):
     """Reading the process needs rights memsnap does not have."""
 

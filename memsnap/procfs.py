@@ -20,16 +20,73 @@ from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
-from memsnap.errors import KernelThread, ProcessDenied, ProcessError, ProcessGone
+from memsnap.errors import (
+    KernelThread,
+    ProcessChanged,
+    ProcessDenied,
+    ProcessError,
+    ProcessGone,
+)
 from memsnap.model import ProcessIdentity
 
 DEFAULT_PROC = "/proc"
 _DELETED = " (deleted)"
 
 
+# Task flags (include/linux/sched.h), as /proc/PID/stat's field 9 shows them.
+PF_EXITING = 0x4
+PF_KTHREAD = 0x200000
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """What /proc/PID/stat says about whether a process and its address space live.
+
+    A read of smaps or maps walks the address space a page of text at a time and stops
+    early, returning a short text with no error, once the address space has been torn
+    down (the kernel's `m_start` finds no live `mm`). That happens only after every
+    thread has begun to exit (`do_exit` sets PF_EXITING before `exit_mm` lets go of the
+    address space) or after an exec replaced it. Both leave a trace here that stays
+    until the process is reaped (and then the pid is gone or names another process):
+    the thread-group leader's PF_EXITING flag, a zombie or dead state, a zero `vsize`
+    (no `mm` any more), or new code and stack addresses (a new program). So a read is
+    whole when the stat taken after it shows the same process, alive, not exiting, with
+    the same address space as before it.
+    """
+
+    state: str
+    flags: int
+    start_ticks: int
+    vsize: int
+    # start_code, end_code, start_stack: fixed for the life of an address space, new
+    # after an exec (the kernel shows them to whoever may read the maps).
+    space: tuple[int, int, int]
+
+    @staticmethod
+    def parse(text: str) -> Stat:
+        """Field 3 (state) on, counted after the command name's last ')' (the name may
+        hold spaces and parentheses)."""
+        f = text.rsplit(")", 1)[-1].split()
+        return Stat(
+            state=f[0],
+            flags=int(f[6]),
+            start_ticks=int(f[19]),
+            vsize=int(f[20]),
+            space=(int(f[23]), int(f[24]), int(f[25])),
+        )
+
+    @property
+    def exiting(self) -> bool:
+        """The process is exiting or dead: its address space is, or is about to be, gone."""
+        return self.state in ("Z", "X", "x") or bool(self.flags & PF_EXITING)
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessInfo:
-    """Who a process is: identity, names and the machine facts a snapshot carries."""
+    """Who a process is: identity, names and the machine facts a snapshot carries.
+
+    `stat` is the stat read with them: a capture compares it with one read after the
+    map (see `Stat`)."""
 
     identity: ProcessIdentity
     command: str
@@ -37,6 +94,7 @@ class ProcessInfo:
     exe: str | None
     page_size: int
     kernel: str
+    stat: Stat | None = None
 
 
 class ThreadPointers(NamedTuple):
@@ -89,6 +147,17 @@ class Capture:
     has_smaps: bool
     threads: ThreadPointers
     digest: Digest
+
+
+def split_cmdline(raw: str) -> tuple[str, ...]:
+    """The arguments of /proc/PID/cmdline. A process that rewrote its title in place
+    (PostgreSQL's `postgres: 15/main: background writer`) leaves the rest of its
+    argument area as NUL bytes: trailing empty arguments are that padding, and are
+    dropped as `ps` drops them."""
+    args = raw.split("\0")
+    while args and not args[-1]:
+        args.pop()
+    return tuple(args)
 
 
 def read_file(path: str | Path) -> str:
@@ -148,19 +217,20 @@ class Proc:
     def host(self) -> str:
         return socket.gethostname()
 
-    def _stat(self, pid: int) -> list[str]:
-        """The fields of /proc/PID/stat from field 3 (state) on: the command name before
-        them may hold spaces and parentheses, so they are counted after its last ')'."""
+    def stat(self, pid: int) -> Stat:
         with _translate(pid):
-            stat = read_file(self.file(pid, "stat"))
-        return stat.rsplit(")", 1)[-1].split()
+            text = read_file(self.file(pid, "stat"))
+        try:
+            return Stat.parse(text)
+        except (IndexError, ValueError):
+            raise ProcessError(f"pid {pid}: unexpected /proc/{pid}/stat") from None
 
     def start_ticks(self, pid: int) -> int:
         """Field 22 of stat: the start time in clock ticks since boot."""
-        return int(self._stat(pid)[19])
+        return self.stat(pid).start_ticks
 
     def state(self, pid: int) -> str:
-        return self._stat(pid)[0]
+        return self.stat(pid).state
 
     def exe(self, pid: int) -> str | None:
         """The program's path, without the ` (deleted)` the kernel appends."""
@@ -171,23 +241,24 @@ class Proc:
         return target[: -len(_DELETED)] if target.endswith(_DELETED) else target
 
     def info(self, pid: int) -> ProcessInfo:
+        stat = self.stat(pid)
         with _translate(pid):
             comm = read_file(self.file(pid, "comm")).rstrip("\n")
             raw_cmdline = read_file(self.file(pid, "cmdline"))
-        cmdline = tuple(raw_cmdline.split("\0")[:-1]) if raw_cmdline else ()
         identity = ProcessIdentity(
             host=self.host,
             boot_id=self.boot_id,
             pid=pid,
-            start_ticks=self.start_ticks(pid),
+            start_ticks=stat.start_ticks,
         )
         return ProcessInfo(
             identity=identity,
             command=comm,
-            cmdline=cmdline,
+            cmdline=split_cmdline(raw_cmdline),
             exe=self.exe(pid),
             page_size=os.sysconf("SC_PAGE_SIZE"),
             kernel=os.uname().release,
+            stat=stat,
         )
 
     def thread_stack_pointers(self, pid: int) -> ThreadPointers:
@@ -213,22 +284,33 @@ class Proc:
                 unknown += 1
         return ThreadPointers(tuple(sorted(pointers)), unknown)
 
-    def capture(self, pid: int, smaps: bool = True) -> Capture:
-        """Read one consistent picture of a process's map, or raise `ProcessError`.
+    def capture(self, pid: int, smaps: bool = True, info: ProcessInfo | None = None) -> Capture:
+        """Read one whole picture of a process's map, or raise `ProcessError`.
 
-        The start time is read before and after the map: if it changed, the pid was
-        reused in between and the text belongs to someone else.
+        `info`, when given, was just read by `info(pid)` (`record --name` reads it to
+        match the name). The process's stat is read before (with `info`) and after the
+        map: the text is kept only if the same process (same start time) was alive, not
+        exiting and had the same address space both times (see `Stat`): a process
+        exiting mid-read leaves a short text that is otherwise well-formed.
         """
-        info = self.info(pid)
+        if info is None or info.stat is None:
+            info = self.info(pid)
+        before = info.stat
+        assert before is not None
         with _translate(pid):
             raw = read_bytes(self.file(pid, "smaps" if smaps else "maps"))
-        if not raw:
-            if self.state(pid) == "Z":
-                raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
-            raise KernelThread(f"pid {pid}: kernel thread: no user address space")
-        threads = self.thread_stack_pointers(pid)
-        if self.start_ticks(pid) != info.identity.start_ticks:
+        threads = self.thread_stack_pointers(pid) if raw else ThreadPointers((), 0)
+        after = self.stat(pid)
+        if after.start_ticks != before.start_ticks:
             raise ProcessGone(f"pid {pid}: the process exited and its pid was reused")
+        if after.state in ("Z", "X", "x") and not raw:
+            raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
+        if after.exiting or before.exiting:
+            raise ProcessGone(f"pid {pid}: the process exited while it was read")
+        if not raw:
+            raise KernelThread(f"pid {pid}: kernel thread: no user address space")
+        if after.vsize == 0 or after.space != before.space:
+            raise ProcessChanged(f"pid {pid}: the process ran a new program while it was read")
         return Capture(
             info=info,
             raw=raw,

@@ -18,7 +18,7 @@ from memsnap.elf import LoadLayout, read_load_layout
 from memsnap.errors import MemsnapError
 from memsnap.model import Mapping, ProcessIdentity, Totals, columns_of
 from memsnap.parse import parse_text
-from memsnap.procfs import Capture, Proc
+from memsnap.procfs import Capture, Proc, ProcessInfo
 from memsnap.store.database import Database
 from memsnap.store.writer import SnapshotInfo, save_snapshot, save_unchanged
 
@@ -127,10 +127,12 @@ def record_pid(
     smaps: bool = True,
     label: str | None = None,
     recorded: Container[tuple[int, int | None]] | None = None,
+    info: ProcessInfo | None = None,
 ) -> Recorded:
-    """Read and store one snapshot of a live process (`recorded`: see `record_capture`)."""
+    """Read and store one snapshot of a live process (`recorded`: see `record_capture`;
+    `info`: see `Proc.capture`)."""
     taken_at = datetime.now(timezone.utc)
-    capture = proc.capture(pid, smaps=smaps)
+    capture = proc.capture(pid, smaps=smaps, info=info)
     return record_capture(db, proc, capture, label, taken_at, recorded)
 
 

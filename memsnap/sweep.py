@@ -14,9 +14,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from memsnap.errors import KernelThread, ProcessDenied, ProcessError, ProcessGone
+from memsnap.errors import (
+    KernelThread,
+    ProcessChanged,
+    ProcessDenied,
+    ProcessError,
+    ProcessGone,
+)
 from memsnap.history import name_matches
-from memsnap.procfs import Proc
+from memsnap.procfs import Proc, ProcessInfo
 from memsnap.record import Recorded, record_pid
 from memsnap.store.database import Database
 from memsnap.store.writer import recorded_processes
@@ -25,6 +31,7 @@ SKIP_REASONS = {
     KernelThread: "kernel threads",
     ProcessGone: "exited while read",
     ProcessDenied: "permission denied",
+    ProcessChanged: "ran a new program while read",
 }
 
 
@@ -54,11 +61,13 @@ class Sweep:
         me = os.getpid()
         return [pid for pid in self.proc.pids() if pid != me]
 
-    def matches(self, pid: int) -> bool:
-        if self.name is None:
-            return True
+    def matches(self, pid: int) -> ProcessInfo | None:
+        """Who the process is, or None when `--name` rules it out. The capture starts
+        from this `ProcessInfo`, so a process is read once, matched or not."""
         info = self.proc.info(pid)
-        return name_matches(self.name, info.command, info.exe, info.cmdline)
+        if self.name is None or name_matches(self.name, info.command, info.exe, info.cmdline):
+            return info
+        return None
 
     def run(
         self,
@@ -76,10 +85,17 @@ class Sweep:
         for done, pid in enumerate(todo, start=1):
             on_progress(done, len(todo))
             try:
-                if not self.matches(pid):
+                info = self.matches(pid)
+                if info is None:
                     continue
                 recorded = record_pid(
-                    self.db, self.proc, pid, smaps=self.smaps, label=self.label, recorded=seen
+                    self.db,
+                    self.proc,
+                    pid,
+                    smaps=self.smaps,
+                    label=self.label,
+                    recorded=seen,
+                    info=info,
                 )
             except ProcessError as exc:
                 reason = next(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from conftest import Cli, Target
 from memsnap.errors import DatabaseError, ProcessGone
-from memsnap.procfs import Proc
+from memsnap.procfs import Proc, Stat
 from memsnap.store.database import SCHEMA_HEAD, migrations_dir, open_database, upgrade
 
 HOSTILE = [
@@ -264,8 +265,14 @@ def test_failed_migration_leaves_the_database_as_it_was(
 def test_pid_reused_between_reads_records_nothing(
     sqlite_cli: Cli, target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = iter([100, 200])  # start time as read before and after the map
-    monkeypatch.setattr(Proc, "start_ticks", lambda self, pid: next(calls))
+    real = Proc.stat
+    shift = iter([0, 100])  # the start time as read before and after the map
+
+    def reused(self: Proc, pid: int) -> Stat:
+        found = real(self, pid)
+        return replace(found, start_ticks=found.start_ticks + next(shift))
+
+    monkeypatch.setattr(Proc, "stat", reused)
     out = sqlite_cli("record", str(target.pid))
     assert out.exit_code == 1 and "pid was reused" in out.stderr
     assert snapshots(sqlite_cli) == []
