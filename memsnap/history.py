@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Row, Select, or_, select
 from memsnap.diff import Diff, RegionChange, diff_snapshots, libraries, same_process
 from memsnap.errors import NotFoundError
 from memsnap.model import ProcessIdentity, Region, Snapshot, Totals
+from memsnap.names import visible
 from memsnap.store.rawsql import placeholder
 from memsnap.store.schema import (
     U64_REGION_FIELDS,
@@ -275,7 +276,7 @@ def snapshot_at(
     # pattern or nothing at all may match several, and then the person must choose.
     if pid is None and len(processes_seen) > 1:
         names = ", ".join(
-            f"{s.pid} ({s.command})"
+            f"{s.pid} ({visible(s.command)})"
             for s in sorted(processes_seen.values(), key=lambda s: s.pid)[:10]
         )
         more = "" if len(processes_seen) <= 10 else f" and {len(processes_seen) - 10} more"

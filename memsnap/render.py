@@ -12,11 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals, columns_of, totals_by_kind
+from memsnap.names import visible, visible_column
 from memsnap.parse import encode_path
 from memsnap.table import table, table_of_columns
 from memsnap.units import human
@@ -63,8 +65,8 @@ def local_time(moment: datetime) -> str:
 
 def display_path(region: Region) -> str:
     """A path for a table cell, as the kernel prints it: a newline as `\\012`, then
-    ` (deleted)` where the file is gone."""
-    return encode_path(region.path, region.deleted)
+    ` (deleted)` where the file is gone; any other control character as `\\xNN`."""
+    return visible(encode_path(region.path, region.deleted))
 
 
 # --- JSON documents -----------------------------------------------------------------
@@ -115,8 +117,14 @@ def region_json(r: Region, page_size: int) -> dict[str, Any]:
     return doc
 
 
+# json escapes C0 controls itself, but with ensure_ascii=False not DEL and C1; these can
+# only stand inside strings, where `\\u00NN` is their exact JSON spelling.
+_JSON_UNESCAPED = re.compile("[\x7f-\x9f]")
+
+
 def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps({"format": FORMAT_VERSION, **doc}, indent=2, ensure_ascii=False)
+    text = json.dumps({"format": FORMAT_VERSION, **doc}, indent=2, ensure_ascii=False)
+    return _JSON_UNESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # --- show -----------------------------------------------------------------------------
@@ -156,7 +164,9 @@ def show_columns(regions: Sequence[Region], page_size: int, color: bool) -> list
         [str(r.size // page_size) for r in regions],
         [r.perms for r in regions],
         [human(r.rss) if r.kind != "gap" else "" for r in regions],
-        list(map(display_path, regions)),
+        visible_column(
+            list(map(encode_path, (r.path for r in regions), (r.deleted for r in regions)))
+        ),
     ]
     if color:
         columns = [
@@ -189,9 +199,9 @@ def show_table(
 
 def snapshot_heading(s: Snapshot) -> str:
     t = s.totals
-    label = f"  label: {s.label}" if s.label else ""
+    label = f"  label: {visible(s.label)}" if s.label else ""
     return (
-        f"snapshot {s.id}: pid {s.pid} ({s.command}) on {s.host} at "
+        f"snapshot {s.id}: pid {s.pid} ({visible(s.command)}) on {visible(s.host)} at "
         f"{local_time(s.taken_at)}{label}\n"
         f"{t.regions} regions, {human(t.size)} virtual, {human(t.rss)} resident, "
         f"{human(t.pss)} proportional, {human(t.swap)} swapped\n"
@@ -255,11 +265,15 @@ REGION_CSV_FIELDS = [
 
 
 def _csv_value(value: Any) -> Any:
-    """CSV cells as JSON spells them: empty for null, `true`/`false` for flags."""
+    """CSV cells as JSON spells them: empty for null, `true`/`false` for flags; text with
+    every control character as `\\xNN`, newlines too, so that each row is one line on a
+    terminal and in `grep` or `wc -l` (the exact text is in the JSON document)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return visible(value)
     return value
 
 
@@ -285,11 +299,11 @@ def list_rows(snaps: Sequence[Snapshot]) -> list[list[str]]:
             str(s.id),
             local_time(s.taken_at),
             str(s.pid),
-            s.command,
+            visible(s.command),
             str(s.totals.regions),
             human(s.totals.size),
             human(s.totals.rss),
-            s.label or "",
+            visible(s.label or ""),
         ]
         for s in snaps
     ]

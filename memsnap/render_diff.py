@@ -13,6 +13,7 @@ from typing import Any
 
 from memsnap.diff import Amount, Diff, Movement, RegionChange
 from memsnap.model import Region, Snapshot
+from memsnap.names import visible
 from memsnap.render import (
     display_path,
     hexaddr,
@@ -93,7 +94,7 @@ def _elapsed(a: datetime, b: datetime) -> str:
 
 
 def _who(s: Snapshot) -> str:
-    return f"pid {s.pid} ({s.command}) on {s.host}"
+    return f"pid {s.pid} ({visible(s.command)}) on {visible(s.host)}"
 
 
 def diff_heading(d: Diff) -> str:
@@ -112,7 +113,7 @@ def diff_heading(d: Diff) -> str:
 
 
 def _library_lines(d: Diff) -> list[str]:
-    return [f"+ {p}" for p in d.loaded] + [f"- {p}" for p in d.unloaded]
+    return [f"+ {visible(p)}" for p in d.loaded] + [f"- {visible(p)}" for p in d.unloaded]
 
 
 def _libraries_block(d: Diff) -> str:
@@ -334,7 +335,7 @@ def replay_rows(steps: Sequence[tuple[Snapshot, Diff | None]]) -> list[list[str]
 
 def replay_table(steps: Sequence[tuple[Snapshot, Diff | None]], style: str) -> str:
     first = steps[0][0]
-    head = f"replay of pid {first.pid} ({first.command}) on {first.host}: {len(steps)} snapshots"
+    head = f"replay of {_who(first)}: {len(steps)} snapshots"
     body = table(
         replay_rows(steps),
         REPLAY_HEADERS,

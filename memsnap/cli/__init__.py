@@ -26,6 +26,8 @@ EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int) -> None:
+    """The one or two lines of an error; any name in it shows its control characters
+    as `\\xNN` (echo's net), so an error cannot drive the terminal either."""
     from memsnap.cli.common import echo
 
     echo(f"memsnap: {message}", err=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from memsnap.errors import UsageError
-from memsnap.names import escape_undecodable
+from memsnap.names import visible
 
 if TYPE_CHECKING:
     from memsnap.store.database import Database
@@ -64,6 +64,11 @@ def database(ctx: typer.Context) -> Iterator[Database]:
         db.close()
 
 
-def echo(text: str, err: bool = False) -> None:
-    """Print a line; raw bytes from /proc names show as `\\xNN`, never crash the output."""
-    typer.echo(escape_undecodable(text), err=err)
+def echo(text: str, err: bool = False, colours: bool = False) -> None:
+    """Print a document; raw bytes and control characters show as `\\xNN`.
+
+    The renderers already made every name visible; this is the net under them, so that
+    nothing that came from a process or a database can drive the terminal. Only the
+    document's own newlines stay, and memsnap's colour codes when it painted (`colours`).
+    """
+    typer.echo(visible(text, lines=True, colours=colours), err=err, color=colours or None)

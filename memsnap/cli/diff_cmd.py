@@ -34,4 +34,5 @@ def diff(
     if fmt is OutputFormat.json:
         echo(render.dumps(diff_json(result)))
     else:
-        echo(diff_table(result, style, use_color(), regions))
+        color = use_color()
+        echo(diff_table(result, style, color, regions), colours=color)

@@ -10,6 +10,7 @@ import typer
 
 from memsnap.cli.common import database, echo
 from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
+from memsnap.names import visible
 from memsnap.units import human
 from memsnap.watch import MAX_INTERVAL_S
 from memsnap.watch import every as every_
@@ -27,7 +28,8 @@ def summary_line(done: Recorded) -> str:
     """The line `record` prints for each snapshot it stored."""
     t = done.totals
     return (
-        f"snapshot {done.snapshot_id}: pid {done.pid} ({done.command}), {t.regions} regions, "
+        f"snapshot {done.snapshot_id}: pid {done.pid} ({visible(done.command)}), "
+        f"{t.regions} regions, "
         f"{human(t.size)} virtual, {human(t.rss)} rss"
     )
 

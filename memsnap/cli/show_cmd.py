@@ -79,6 +79,8 @@ def show(
             )
         )
     elif summary:
-        echo(render.summary_table(snap, regions, style, use_color()))
+        color = use_color()
+        echo(render.summary_table(snap, regions, style, color), colours=color)
     else:
-        echo(render.show_table(snap, regions, style, use_color()))
+        color = use_color()
+        echo(render.show_table(snap, regions, style, color), colours=color)
