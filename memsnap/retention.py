@@ -126,8 +126,9 @@ def require_rule(policy: Policy) -> None:
         )
 
 
-def keep(stamps: Sequence[Stamp], policy: Policy, tz: tzinfo, now: datetime) -> set[int]:
-    """The seqs of one process's snapshots that `policy` keeps (times are aware)."""
+def keep(stamps: Sequence[Stamp], policy: Policy, tz: tzinfo | None, now: datetime) -> set[int]:
+    """The seqs of one process's snapshots that `policy` keeps (times are aware; periods
+    are counted in `tz`, None meaning the local time zone with its daylight saving)."""
     require_rule(policy)
     if not stamps:
         return set()

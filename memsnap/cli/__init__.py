@@ -144,13 +144,14 @@ def _global(
 
 
 def _register() -> None:
-    from memsnap.cli import diff_cmd, list_cmd, record_cmd, replay_cmd, show_cmd
+    from memsnap.cli import diff_cmd, list_cmd, prune_cmd, record_cmd, replay_cmd, show_cmd
 
     app.command("record")(record_cmd.record)
     app.command("list")(list_cmd.list_snapshots)
     app.command("show")(show_cmd.show)
     app.command("diff")(diff_cmd.diff)
     app.command("replay")(replay_cmd.replay)
+    app.command("prune")(prune_cmd.prune)
 
 
 _register()

@@ -1,0 +1,130 @@
+"""`memsnap prune`: forget the snapshots no keep rule holds, per process.
+
+The policy is `memsnap.retention`'s (restic's `forget`), the deleting and the vacuum
+`memsnap.store.prune`'s; this module reads the options and prints what happened.
+"""
+
+from __future__ import annotations
+
+import re
+
+import typer
+
+from memsnap.cli.common import STYLE_OPTION, OutputFormat, check_style, database, echo
+from memsnap.cli.list_cmd import compile_name
+from memsnap.errors import UsageError
+
+
+def prune(
+    ctx: typer.Context,
+    keep_last: int = typer.Option(
+        0, "--keep-last", min=0, max=10**9, metavar="N", help="Keep the N newest snapshots."
+    ),
+    keep_within: str | None = typer.Option(
+        None,
+        "--keep-within",
+        metavar="DURATION",
+        help="Keep every snapshot taken within DURATION (30m, 12h, 7d, 2w, 1d12h) of "
+        "the process's latest.",
+    ),
+    keep_hourly: int = typer.Option(
+        0,
+        "--keep-hourly",
+        min=0,
+        max=10**9,
+        metavar="N",
+        help="Keep the newest snapshot of each of the last N hours that have one.",
+    ),
+    keep_daily: int = typer.Option(
+        0,
+        "--keep-daily",
+        min=0,
+        max=10**9,
+        metavar="N",
+        help="The same for days (local time).",
+    ),
+    keep_weekly: int = typer.Option(
+        0,
+        "--keep-weekly",
+        min=0,
+        max=10**9,
+        metavar="N",
+        help="The same for weeks (ISO weeks, from Monday).",
+    ),
+    pid: int | None = typer.Option(None, "--pid", help="Only processes with this pid."),
+    name: str | None = typer.Option(
+        None, "--name", help="Only processes matching this regular expression."
+    ),
+    host: str | None = typer.Option(None, "--host", help="Only this host's processes."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", "-n", help="List what would be removed; remove nothing."
+    ),
+    fmt: OutputFormat = typer.Option(
+        OutputFormat.table, "--format", "-f", help="Output format: table or json."
+    ),
+    style: str = STYLE_OPTION,
+) -> None:
+    """Forget old snapshots, per process, keeping what the --keep rules say.
+
+    A process's first and latest snapshots are always kept, and so is every snapshot
+    any rule keeps. The snapshots kept read back exactly as before; the space of the
+    others is given back to the file system (SQLite) or to the database (PostgreSQL).
+    """
+    from datetime import datetime, timezone
+
+    from memsnap import render
+    from memsnap.retention import Policy, parse_duration, require_rule
+    from memsnap.store.prune import Selection
+    from memsnap.store.prune import prune as run
+    from memsnap.units import human
+
+    check_style(style)
+    if fmt is OutputFormat.csv:
+        raise UsageError("prune has no csv format: use table or json")
+    policy = Policy(
+        last=keep_last,
+        hourly=keep_hourly,
+        daily=keep_daily,
+        weekly=keep_weekly,
+        within=parse_duration(keep_within) if keep_within is not None else None,
+    )
+    require_rule(policy)
+    pattern = compile_name(name)
+    chosen = Selection(
+        pid=pid, name=re.compile(pattern) if pattern is not None else None, host=host
+    )
+    with database(ctx) as db:
+        # Periods are the local time zone's (tz None), as `list` shows times.
+        result = run(db, policy, chosen, None, datetime.now(timezone.utc), dry_run)
+    if result.vacuum_error is not None:
+        echo(
+            f"memsnap: the snapshots were removed, but giving the space back failed: "
+            f"{result.vacuum_error}",
+            err=True,
+        )
+    if fmt is OutputFormat.json:
+        echo(
+            render.dumps(
+                {
+                    "removed": [render.snapshot_json(s) for s in result.removed],
+                    "kept": result.kept,
+                    "freed_bytes": result.freed_bytes,
+                    "dry_run": dry_run,
+                    "processes": result.processes,
+                }
+            )
+        )
+        return
+    gone = len(result.removed)
+    if dry_run:
+        if result.removed:
+            echo(render.list_table(result.removed, style))
+        echo(
+            f"would remove {gone} snapshot(s), keep {result.kept}, of "
+            f"{result.processes} process(es) ({policy.describe()}); dry run: nothing removed"
+        )
+    else:
+        echo(
+            f"removed {gone} snapshot(s), kept {result.kept}, of {result.processes} "
+            f"process(es); freed {human(result.freed_bytes)}"
+        )
