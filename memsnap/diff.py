@@ -27,6 +27,7 @@ from memsnap.model import Region, Snapshot, Totals
 LIB_KINDS = frozenset({"lib-text", "lib-rodata", "lib-data", "lib-bss"})
 ADDRESS_FIELDS = ("size", "start", "end", "perms", "rss", "pss", "swap", "path", "deleted")
 IDENTITY_FIELDS = ("size", "perms", "rss", "pss", "swap", "path", "deleted")
+SMAPS_COMPARED = frozenset({"rss", "pss", "swap"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,7 @@ def _differences(x: Region, y: Region, fields: Sequence[str]) -> tuple[str, ...]
 
 
 def pair_by_address(
-    before: Sequence[Region], after: Sequence[Region]
+    before: Sequence[Region], after: Sequence[Region], fields: Sequence[str] = ADDRESS_FIELDS
 ) -> tuple[list[Region], list[Region], list[RegionChange]]:
     """(removed, added, changed) for two snapshots of one process."""
     by_start = {r.start: r for r in after}
@@ -151,7 +152,7 @@ def pair_by_address(
         if twin is None:
             left.append(r)
         else:
-            changed.append(RegionChange(r, twin, _differences(r, twin, ADDRESS_FIELDS)))
+            changed.append(RegionChange(r, twin, _differences(r, twin, fields)))
     by_end = {(r.end, r.path, r.kind): r for r in by_start.values()}
     removed: list[Region] = []
     for r in left:
@@ -159,7 +160,7 @@ def pair_by_address(
         if twin is None:
             removed.append(r)
         else:
-            changed.append(RegionChange(r, twin, _differences(r, twin, ADDRESS_FIELDS)))
+            changed.append(RegionChange(r, twin, _differences(r, twin, fields)))
     added = sorted(by_end.values(), key=lambda r: r.start)
     changed = [c for c in changed if c.changes]
     changed.sort(key=lambda c: c.after.start)
@@ -167,7 +168,7 @@ def pair_by_address(
 
 
 def pair_by_identity(
-    before: Sequence[Region], after: Sequence[Region]
+    before: Sequence[Region], after: Sequence[Region], fields: Sequence[str] = IDENTITY_FIELDS
 ) -> tuple[list[Region], list[Region], list[RegionChange]]:
     """(removed, added, changed) for two different processes: by path, offset, kind."""
     groups: dict[tuple[str | None, int, str], deque[Region]] = {}
@@ -183,7 +184,7 @@ def pair_by_identity(
         twin = queue.popleft()
         if r.end - r.start == twin.end - twin.start and _IDENTITY_KEY(r) == _IDENTITY_KEY(twin):
             continue
-        differences = _differences(r, twin, IDENTITY_FIELDS)
+        differences = _differences(r, twin, fields)
         if differences:
             changed.append(RegionChange(r, twin, differences))
     added = sorted((r for queue in groups.values() for r in queue), key=lambda r: r.start)
@@ -203,10 +204,15 @@ def diff_snapshots(
 
     `a.kinds` and `b.kinds` must hold the per-kind totals of the whole snapshots.
     """
+    # A side recorded without smaps has no rss, pss or swap: comparing them would call
+    # every region changed. Only what both sides have is compared.
+    compared: tuple[str, ...] = ADDRESS_FIELDS if match == "address" else IDENTITY_FIELDS
+    if not (a.has_smaps and b.has_smaps):
+        compared = tuple(f for f in compared if f not in SMAPS_COMPARED)
     if match == "address":
-        removed, added, changed = pair_by_address(before, after)
+        removed, added, changed = pair_by_address(before, after, compared)
     else:
-        removed, added, changed = pair_by_identity(before, after)
+        removed, added, changed = pair_by_identity(before, after, compared)
     kinds = {k: _kind_movement(a, b, k) for k in sorted(set(a.kinds) | set(b.kinds))}
     return Diff(
         before=a,

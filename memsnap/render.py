@@ -21,7 +21,7 @@ from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals, columns_o
 from memsnap.names import visible, visible_column
 from memsnap.parse import encode_path
 from memsnap.table import table, table_of_columns
-from memsnap.units import human
+from memsnap.units import human, plural
 
 FORMAT_VERSION = 1
 
@@ -53,6 +53,11 @@ def paint(text: str, kind: str, color: bool) -> str:
     if not color or kind not in KIND_COLORS:
         return text
     return f"\x1b[{KIND_COLORS[kind]}m{text}\x1b[0m"
+
+
+def paint_code(text: str, code: str, color: bool) -> str:
+    """`text` in the colour `code` (an SGR code such as `1;31`) on a terminal."""
+    return f"\x1b[{code}m{text}\x1b[0m" if color and text else text
 
 
 def hexaddr(n: int) -> str:
@@ -130,25 +135,49 @@ def dumps(doc: dict[str, Any]) -> str:
 # --- show -----------------------------------------------------------------------------
 
 
+# A 64-bit address space is split in halves: user space at the bottom, the kernel's at
+# the top (where `[vsyscall]` lives), with addresses no pointer may hold in between.
+KERNEL_HALF = 1 << 63
+HOLE_PATH = "[non-canonical hole and kernel space]"
+
+
+def _user_space_end(end: int) -> int:
+    """Where user space ends above `end`: 2**47 (x86-64 with 4-level page tables, the
+    usual case), 2**56 (5-level), else the kernel's half itself."""
+    for bits in (47, 56):
+        if end <= 1 << bits:
+            return 1 << bits
+    return KERNEL_HALF
+
+
+def _gap(start: int, end: int, path: str | None = None) -> Region:
+    return Region(start=start, end=end, perms="", offset=0, dev="", inode=0, path=path, kind="gap")
+
+
 def with_gaps(regions: Sequence[Region]) -> list[Region]:
-    """The regions with the unmapped holes between them as regions of kind `gap`."""
+    """The regions with the unmapped holes between them as regions of kind `gap`.
+
+    Between user space and a region in the kernel's half (`[vsyscall]`) lies no gap a
+    process could map but the boundary: the rest of user space is a gap as any other, the
+    range above it one row of its own, named by its path `HOLE_PATH`. A 32-bit text has
+    no such boundary in it (its kernel split is not in the text), so nothing changes there.
+    """
     out: list[Region] = []
     for prev, cur in zip([None, *regions[:-1]], regions, strict=True):
         if prev is not None and cur.start > prev.end:
-            out.append(
-                Region(
-                    start=prev.end,
-                    end=cur.start,
-                    perms="",
-                    offset=0,
-                    dev="",
-                    inode=0,
-                    path=None,
-                    kind="gap",
-                )
-            )
+            if prev.end < KERNEL_HALF <= cur.start:
+                top = _user_space_end(prev.end)
+                if top > prev.end:
+                    out.append(_gap(prev.end, top))
+                out.append(_gap(top, cur.start, HOLE_PATH))
+            else:
+                out.append(_gap(prev.end, cur.start))
         out.append(cur)
     return out
+
+
+def _is_hole(r: Region) -> bool:
+    return r.kind == "gap" and r.path == HOLE_PATH
 
 
 def show_columns(regions: Sequence[Region], page_size: int, color: bool) -> list[list[str]]:
@@ -160,8 +189,8 @@ def show_columns(regions: Sequence[Region], page_size: int, color: bool) -> list
     columns = [
         kinds,
         list(map(span, (r.start for r in regions), (r.end for r in regions))),
-        list(map(human, (r.size for r in regions))),
-        [str(r.size // page_size) for r in regions],
+        ["-" if _is_hole(r) else human(r.size) for r in regions],
+        ["" if _is_hole(r) else str(r.size // page_size) for r in regions],
         [r.perms for r in regions],
         [human(r.rss) if r.kind != "gap" else "" for r in regions],
         visible_column(
@@ -203,25 +232,32 @@ def snapshot_heading(s: Snapshot) -> str:
     return (
         f"snapshot {s.id}: pid {s.pid} ({visible(s.command)}) on {visible(s.host)} at "
         f"{local_time(s.taken_at)}{label}\n"
-        f"{t.regions} regions, {human(t.size)} virtual, {human(t.rss)} resident, "
+        f"{plural(t.regions, 'region')}, {human(t.size)} virtual, {human(t.rss)} resident, "
         f"{human(t.pss)} proportional, {human(t.swap)} swapped\n"
     )
 
 
 def _by_kind(regions: Sequence[Region]) -> list[tuple[str, Totals]]:
-    """Totals per kind, in the order of CONTRACT.md's table."""
+    """Totals per kind, in the order of CONTRACT.md's table (the boundary above user
+    space is no gap a process left)."""
+    regions = [r for r in regions if not _is_hole(r)]
     totals = totals_by_kind(columns_of(regions), [r.kind for r in regions])
     return [(kind, totals[kind]) for kind in KINDS if kind in totals]
 
 
-def summary_rows(regions: Sequence[Region], color: bool) -> list[list[str]]:
-    total_size = sum(r.size for r in regions if r.kind != "gap") or 1
+def _share(size: int, total: int) -> str:
+    return f"{100 * size / (total or 1):.1f}%"
+
+
+def summary_rows(regions: Sequence[Region], color: bool, total_size: int) -> list[list[str]]:
+    """One row per kind; "of total" is of the whole process (`total_size`), also when
+    `--kind` kept only some kinds."""
     return [
         [
             paint(kind, kind, color),
             str(t.regions),
             human(t.size),
-            f"{100 * t.size / total_size:.1f}%" if kind != "gap" else "",
+            _share(t.size, total_size) if kind != "gap" else "",
             human(t.rss),
             human(t.pss),
             human(t.swap),
@@ -235,7 +271,7 @@ SUMMARY_HEADERS = ["kind", "regions", "size", "of total", "rss", "pss", "swap"]
 
 def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool) -> str:
     body = table(
-        summary_rows(regions, color),
+        summary_rows(regions, color, snapshot.totals.size),
         SUMMARY_HEADERS,
         style,
         ("left",) + ("right",) * 6,
@@ -245,6 +281,38 @@ def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, col
 
 def summary_json(regions: Sequence[Region]) -> dict[str, Any]:
     return {kind: totals_json(t) for kind, t in _by_kind(regions)}
+
+
+SUMMARY_CSV_FIELDS = ["kind", "regions", "size", "of_total", "rss", "pss", "swap"]
+
+
+def summary_csv(regions: Sequence[Region], total_size: int) -> str:
+    """`--summary --format csv`: the summary's rows, sizes in bytes, `of_total` a fraction
+    of the whole process's size (empty for gaps)."""
+    rows = [
+        {
+            "kind": kind,
+            **totals_json(t),
+            "of_total": "" if kind == "gap" else round(t.size / (total_size or 1), 6),
+        }
+        for kind, t in _by_kind(regions)
+    ]
+    return to_csv(rows, SUMMARY_CSV_FIELDS)
+
+
+_SIZE_ORDER = {"size", "rss", "pss", "swap"}
+
+
+def sort_regions(regions: list[Region], key: str) -> list[Region]:
+    """`--sort`: by address (as given), or largest first by a size; an unknown size (no
+    smaps) sorts last, ties by address."""
+    if key not in _SIZE_ORDER:
+        return regions
+    if key == "size":
+        return sorted(regions, key=lambda r: (-r.size, r.start))
+    return sorted(
+        regions, key=lambda r: (getattr(r, key) is None, -(getattr(r, key) or 0), r.start)
+    )
 
 
 REGION_CSV_FIELDS = [
@@ -290,7 +358,17 @@ def to_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
 
 # --- list -----------------------------------------------------------------------------
 
-LIST_HEADERS = ["id", "taken at", "pid", "command", "regions", "virtual", "rss", "label"]
+LIST_HEADERS = [
+    "id",
+    "taken at",
+    "pid",
+    "command",
+    "regions",
+    "virtual",
+    "rss",
+    "source",
+    "label",
+]
 
 
 def list_rows(snaps: Sequence[Snapshot]) -> list[list[str]]:
@@ -303,6 +381,7 @@ def list_rows(snaps: Sequence[Snapshot]) -> list[list[str]]:
             str(s.totals.regions),
             human(s.totals.size),
             human(s.totals.rss),
+            visible(s.source),
             visible(s.label or ""),
         ]
         for s in snaps
@@ -314,7 +393,7 @@ def list_table(snaps: Sequence[Snapshot], style: str) -> str:
         list_rows(snaps),
         LIST_HEADERS,
         style,
-        ("right", "left", "right", "left", "right", "right", "right", "left"),
+        ("right", "left", "right", "left", "right", "right", "right", "left", "left"),
     )
 
 

@@ -2,12 +2,17 @@
 
 The table leads with what a person asks first: which libraries came and went, how the
 heap and stack moved, which kinds grew most (sorted by the size of the change), what
-became executable; then the region detail, cut to a screenful unless asked for all.
+became executable; then the region detail, cut to a screenful unless asked for all, in
+the order a person asks about regions: added and removed, permission changes (newly
+executable first), size changes, resident and other changes, and last the regions whose
+only change is Pss (which moves whenever another process maps the same pages), summed
+into one line unless `--regions` asks for them. JSON keeps every change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,11 +24,14 @@ from memsnap.render import (
     hexaddr,
     local_time,
     paint,
+    paint_code,
     region_json,
     snapshot_json,
 )
 from memsnap.table import table
-from memsnap.units import human, signed_human
+from memsnap.units import human, plural, signed_human
+
+WARNING_COLOR = "1;31"
 
 REGION_DETAIL_LIMIT = 20
 
@@ -79,6 +87,62 @@ def diff_json(d: Diff) -> dict[str, Any]:
     }
 
 
+# --- narrowing and order ----------------------------------------------------------------
+
+
+def _change_size(c: RegionChange, key: str) -> int | None:
+    if key == "size":
+        return abs(c.after.size - c.before.size)
+    x, y = getattr(c.before, key), getattr(c.after, key)
+    return None if x is None or y is None else abs(y - x)
+
+
+def _region_order(key: str) -> Callable[[Region], tuple[int, int, int]]:
+    def order(r: Region) -> tuple[int, int, int]:
+        if key == "address":
+            return (0, 0, r.start)
+        value = r.size if key == "size" else getattr(r, key)
+        return (value is None, -(value or 0), r.start)
+
+    return order
+
+
+def _change_order(key: str) -> Callable[[RegionChange], tuple[int, int, int]]:
+    def order(c: RegionChange) -> tuple[int, int, int]:
+        if key == "address":
+            return (0, 0, c.after.start)
+        value = _change_size(c, key)
+        return (value is None, -(value or 0), c.after.start)
+
+    return order
+
+
+def narrowed(d: Diff, kinds: Sequence[str], sort: str = "address") -> Diff:
+    """The diff as `--kind` and `--sort` ask: only regions of those kinds (a changed one
+    when either side is of them) and only those kinds' totals; libraries, heap, stack and
+    totals stay the whole process's. Regions in address order, or largest first by the
+    size (of an added or removed region) or the size of the change."""
+    if kinds:
+        chosen = set(kinds)
+        d = replace(
+            d,
+            added=tuple(r for r in d.added if r.kind in chosen),
+            removed=tuple(r for r in d.removed if r.kind in chosen),
+            changed=tuple(
+                c for c in d.changed if c.before.kind in chosen or c.after.kind in chosen
+            ),
+            kinds={k: m for k, m in d.kinds.items() if k in chosen},
+        )
+    if sort != "address":
+        d = replace(
+            d,
+            added=tuple(sorted(d.added, key=_region_order(sort))),
+            removed=tuple(sorted(d.removed, key=_region_order(sort))),
+            changed=tuple(sorted(d.changed, key=_change_order(sort))),
+        )
+    return d
+
+
 # --- table -----------------------------------------------------------------------------
 
 
@@ -105,11 +169,19 @@ def diff_heading(d: Diff) -> str:
         else ("different processes: matched by path, offset and kind")
     )
     who = _who(a) if a.process_id == b.process_id else f"{_who(a)} -> {_who(b)}"
-    return (
+    head = (
         f"diff {a.id} -> {b.id}: {who}\n"
         f"{local_time(a.taken_at)} -> {local_time(b.taken_at)} "
         f"({_elapsed(a.taken_at, b.taken_at)}); {how}"
     )
+    without = [s.id for s in (a, b) if not s.has_smaps]
+    if without:
+        which = " and ".join(f"snapshot {i}" for i in without)
+        head += (
+            f"\n{which} {'was' if len(without) == 1 else 'were'} recorded without smaps: "
+            "rss, pss and swap are not compared, only sizes, addresses, permissions and paths"
+        )
+    return head
 
 
 def _library_lines(d: Diff) -> list[str]:
@@ -195,8 +267,9 @@ def _region_line(r: Region) -> str:
     return f"{line} {path}" if path else line
 
 
-def callouts_block(d: Diff) -> str:
-    """The lines a security reviewer looks for first; each region is named once."""
+def callouts_block(d: Diff, color: bool = False) -> str:
+    """The lines a security reviewer looks for first; each region is named once; in red
+    on a terminal."""
     lines: list[str] = []
     writable = d.writable_executable
     flagged = {r.start for r in writable}
@@ -210,7 +283,7 @@ def callouts_block(d: Diff) -> str:
             lines.append(
                 f"! made executable ({c.before.perms} -> {c.after.perms}): {_region_line(c.after)}"
             )
-    return "\n".join(lines)
+    return "\n".join(paint_code(line, WARNING_COLOR, color) for line in lines)
 
 
 def _whole_row(sign: str, r: Region, what: str, color: bool) -> list[str]:
@@ -227,14 +300,37 @@ def _whole_row(sign: str, r: Region, what: str, color: bool) -> list[str]:
     ]
 
 
-def _detail_rows(d: Diff, color: bool) -> list[list[str]]:
-    rows: list[tuple[int, list[str]]] = []
-    rows += [(r.start, _whole_row("+", r, "added", color)) for r in d.added]
-    rows += [(r.start, _whole_row("-", r, "removed", color)) for r in d.removed]
+def _change_group(c: RegionChange) -> int:
+    """Where a change stands in the table: permissions (newly executable first), size,
+    then resident and the rest; Pss-only changes last."""
+    if c.before.perms != c.after.perms:
+        return 1 if "x" in c.after.perms and "x" not in c.before.perms else 2
+    if {"size", "start", "end"} & set(c.changes):
+        return 3
+    if c.changes == ("pss",):
+        return 5
+    return 4
+
+
+def pss_only(d: Diff) -> list[RegionChange]:
+    return [c for c in d.changed if _change_group(c) == 5]
+
+
+def _detail_rows(d: Diff, color: bool, with_pss_only: bool, sort: str) -> list[list[str]]:
+    """Added and removed regions together (by address, or largest first by `sort`), then
+    the changed ones group by group, each group in the diff's order."""
+    whole = [("+", r) for r in d.added] + [("-", r) for r in d.removed]
+    order = _region_order(sort)
+    whole.sort(key=lambda item: order(item[1]))
+    rows = [_whole_row(sign, r, "added" if sign == "+" else "removed", color) for sign, r in whole]
+    groups: dict[int, list[list[str]]] = {}
     for c in d.changed:
-        rows.append((c.after.start, _changed_row(c, color)))
-    rows.sort(key=lambda item: item[0])
-    return [row for _, row in rows]
+        group = _change_group(c)
+        if group < 5 or with_pss_only:
+            groups.setdefault(group, []).append(_changed_row(c, color))
+    for group in sorted(groups):
+        rows += groups[group]
+    return rows
 
 
 def _changed_row(c: RegionChange, color: bool) -> list[str]:
@@ -258,13 +354,16 @@ def _changed_row(c: RegionChange, color: bool) -> list[str]:
     ]
 
 
-def diff_table(d: Diff, style: str, color: bool, all_regions: bool) -> str:
+def diff_table(d: Diff, style: str, color: bool, all_regions: bool, sort: str = "address") -> str:
     parts = [diff_heading(d), "", _libraries_block(d), "", movements_table(d, style, color)]
-    callouts = callouts_block(d)
+    callouts = callouts_block(d, color)
     if callouts:
         parts += ["", callouts]
-    rows = _detail_rows(d, color)
+    rows = _detail_rows(d, color, all_regions, sort)
+    drift = pss_only(d)
     count = f"regions: {len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed"
+    if drift:
+        count += f" ({len(drift)} only in pss)"
     parts += ["", count]
     if rows:
         shown = rows if all_regions else rows[:REGION_DETAIL_LIMIT]
@@ -278,6 +377,12 @@ def diff_table(d: Diff, style: str, color: bool, all_regions: bool) -> str:
         )
         if len(shown) < len(rows):
             parts.append(f"... {len(rows) - len(shown)} more (--regions shows them all)")
+    if drift and not all_regions:
+        total = sum((c.after.pss or 0) - (c.before.pss or 0) for c in drift)
+        parts.append(
+            f"~ {plural(len(drift), 'region')} changed only in pss, "
+            f"{signed_human(total)} in all (--regions lists them)"
+        )
     return "\n".join(parts)
 
 
@@ -298,13 +403,23 @@ REPLAY_HEADERS = [
 ]
 
 
+def _by_resident_change(item: tuple[str, Movement]) -> tuple[int, int]:
+    delta = item[1].delta
+    return (-abs(delta.rss or 0), -abs(delta.size))
+
+
 def _most_changed(d: Diff) -> str:
+    """The kind whose resident size moved most: what memory growth is. An address-space
+    reservation (a malloc arena's guard, 64 MiB of nothing) moves the size, not the
+    memory. Without smaps on either side, the kind whose size moved most."""
     movers = [(k, m) for k, m in d.kinds.items() if m.moved]
     if not movers:
         return ""
+    if any(m.delta.rss for _, m in movers):
+        kind, m = sorted(movers, key=_by_resident_change)[0]
+        return f"{kind} {signed_human(m.delta.rss)} rss"
     kind, m = sorted(movers, key=_by_change)[0]
-    delta = m.delta.size if m.delta.size else (m.delta.rss or 0)
-    return f"{kind} {signed_human(delta)}"
+    return f"{kind} {signed_human(m.delta.size)}"
 
 
 def replay_rows(steps: Sequence[tuple[Snapshot, Diff | None]]) -> list[list[str]]:
@@ -333,9 +448,11 @@ def replay_rows(steps: Sequence[tuple[Snapshot, Diff | None]]) -> list[list[str]
     return rows
 
 
-def replay_table(steps: Sequence[tuple[Snapshot, Diff | None]], style: str) -> str:
+def replay_table(
+    steps: Sequence[tuple[Snapshot, Diff | None]], style: str, color: bool = False
+) -> str:
     first = steps[0][0]
-    head = f"replay of {_who(first)}: {len(steps)} snapshots"
+    head = f"replay of {_who(first)}: {plural(len(steps), 'snapshot')}"
     body = table(
         replay_rows(steps),
         REPLAY_HEADERS,
@@ -358,7 +475,7 @@ def replay_table(steps: Sequence[tuple[Snapshot, Diff | None]], style: str) -> s
     for snap, d in steps:
         if d is None:
             continue
-        lines = _library_lines(d) + callouts_block(d).splitlines()
+        lines = _library_lines(d) + callouts_block(d, color).splitlines()
         notes.extend(f"  {snap.id}: {line}" for line in lines)
     text = head + "\n\n" + body
     if notes:

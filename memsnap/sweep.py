@@ -26,6 +26,7 @@ from memsnap.procfs import Proc, ProcessInfo
 from memsnap.record import Recorded, record_pid
 from memsnap.store.database import Database
 from memsnap.store.writer import recorded_processes
+from memsnap.units import plural
 
 SKIP_REASONS = {
     KernelThread: "kernel threads",
@@ -43,7 +44,7 @@ class RoundResult:
     gone: set[int] = field(default_factory=set)  # pids that exited while being read
 
     def summary(self) -> str:
-        parts = [f"recorded {len(self.recorded)} process(es)"]
+        parts = [f"recorded {plural(len(self.recorded), 'process', 'processes')}"]
         parts += [f"skipped {n} ({why})" for why, n in sorted(self.skipped.items())]
         return ", ".join(parts)
 

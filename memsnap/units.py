@@ -28,3 +28,8 @@ def signed_human(n: int | None) -> str:
     if n is None:
         return "-"
     return ("+" if n > 0 else "") + human(n)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 snapshot`, `2 snapshots`; `words` where adding an s is wrong (`processes`)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"

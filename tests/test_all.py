@@ -43,7 +43,7 @@ def test_record_all_records_our_children_and_counts_skips(
     assert set(children) <= set(pids)
     assert len(pids) == len(set(pids))  # one snapshot each
     summary = out.stderr.strip().splitlines()[-1]
-    assert summary.startswith(f"memsnap: recorded {len(pids)} process(es)")
+    assert summary.startswith(f"memsnap: recorded {len(pids)} processes")
     if Path("/proc/2/comm").exists() and Path("/proc/2/comm").read_text().strip() == "kthreadd":
         assert "(kernel threads)" in summary
 
@@ -61,7 +61,7 @@ def test_all_watch_rounds(sqlite_cli: Cli, children: list[int]) -> None:
     out = sqlite_cli("record", "--all", "--name", f"^{NAME}$", "--every", "0.1", "--count", "2")
     assert out.exit_code == 0, out.stderr
     assert sorted(recorded_pids(sqlite_cli)) == sorted(children * 2)
-    assert out.stderr.count("recorded 3 process(es)") == 2
+    assert out.stderr.count("recorded 3 processes") == 2
 
 
 def test_all_and_pids_together_is_a_usage_error(sqlite_cli: Cli) -> None:

@@ -3,7 +3,8 @@
 Each command lives in its own module; this one only assembles them. `MemsnapGroup` is
 where every failure becomes one or two plain lines on standard error and the exit code
 CONTRACT.md names: 1 for a runtime failure (`MemsnapError`), 2 for a usage error (bad
-option, malformed time), 130 for Ctrl-C. No traceback reaches a person.
+option, malformed time), 130 for Ctrl-C. No traceback reaches a person. It also lets the
+global `--db` follow the command (`memsnap list --db x`), as people type it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from memsnap import __version__
 from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
@@ -34,8 +35,29 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _db_after_command(ctx: typer.Context, _param: object, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["db"] = value
+
+
 class MemsnapGroup(TyperGroup):
     """Runs a command and turns whatever it raises into a message and an exit code."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command, also taking the global `--db` after its name (it wins over one
+        given before, as the later of two options does)."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not any(p.name == "db_after_command" for p in command.params):
+            command.params.append(
+                TyperOption(
+                    param_decls=["--db", "db_after_command"],
+                    metavar="TARGET",
+                    expose_value=False,
+                    callback=_db_after_command,
+                    help="Database (as before the command): a file path or a SQLAlchemy URL.",
+                )
+            )
+        return command
 
     def main(
         self,
@@ -107,7 +129,7 @@ def _unexpected(exc: Exception) -> str:
 app = typer.Typer(
     cls=MemsnapGroup,
     help="Record, classify, diff and replay Linux process memory maps over time.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -141,6 +163,11 @@ def _global(
     ),
 ) -> None:
     ctx.obj = {"db": db}
+    if ctx.invoked_subcommand is None:
+        # Bare `memsnap`: the help, once, on standard output, as git does; exit 2, as a
+        # command line that names no command is not one that did something.
+        typer.echo(ctx.get_help())
+        raise typer.Exit(EXIT_USAGE)
 
 
 def _register() -> None:

@@ -1,21 +1,23 @@
 """What every command shares: the database, output options, terminal detection.
 
 Output options are declared once here (as sqlite-utils does) so every reading command
-spells and checks them the same way.
+spells and checks them the same way. Each option takes exactly the values its command
+accepts, checked while the command line is parsed (a bad value is Typer's usage error,
+exit 2), and its help lists those values: no command checks one by hand afterwards.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from typing import TYPE_CHECKING
 
 import typer
 
-from memsnap.errors import UsageError
+from memsnap.model import KINDS
 from memsnap.names import visible
 
 if TYPE_CHECKING:
@@ -23,27 +25,102 @@ if TYPE_CHECKING:
 
 
 class OutputFormat(str, Enum):
+    """The formats of `show` and `list`: rows, so CSV too."""
+
     table = "table"
     json = "json"
     csv = "csv"
 
 
+class DocumentFormat(str, Enum):
+    """The formats of `diff` and `replay`: nested documents, which CSV cannot hold."""
+
+    table = "table"
+    json = "json"
+
+
+class SortKey(str, Enum):
+    """How `show` and `diff` order regions: by address, or largest first."""
+
+    address = "address"
+    size = "size"
+    rss = "rss"
+    pss = "pss"
+    swap = "swap"
+
+
 FORMAT_OPTION = typer.Option(
     OutputFormat.table, "--format", "-f", help="Output format: table, json or csv."
 )
-STYLE_OPTION = typer.Option(
-    "simple", "--style", help="Any tabulate table format: simple, github, grid, plain, ..."
+DOCUMENT_FORMAT_OPTION = typer.Option(
+    DocumentFormat.table, "--format", "-f", help="Output format: table or json."
 )
 
 
 def check_style(style: str) -> str:
-    from tabulate import tabulate_formats
+    """A tabulate table format, or Typer's usage error naming the choices."""
+    from tabulate import tabulate_formats  # here: only a command that prints a table needs it
 
     if style not in tabulate_formats:
-        raise UsageError(
-            f"unknown --style {style!r}; choose one of: {', '.join(sorted(tabulate_formats))}"
+        raise typer.BadParameter(
+            f"unknown style {style!r}; choose one of: {', '.join(sorted(tabulate_formats))}"
         )
     return style
+
+
+STYLE_OPTION = typer.Option(
+    "simple",
+    "--style",
+    parser=check_style,
+    metavar="STYLE",
+    help="Any tabulate table format: simple, github, grid, plain, ...",
+)
+SORT_OPTION = typer.Option(
+    SortKey.address,
+    "--sort",
+    help="Order regions by address, or largest first by size, rss, pss or swap.",
+)
+
+# The kinds a diff can report: `gap` is only what `show --gaps` draws between regions.
+DIFF_KINDS = tuple(k for k in KINDS if k != "gap")
+
+
+def _kind_parser(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        kinds = [k.strip() for k in value.split(",") if k.strip()]
+        unknown = [k for k in kinds if k not in choices]
+        if unknown or not kinds:
+            raise typer.BadParameter(
+                f"unknown kind {(unknown or [value])[0]!r}; kinds are: {', '.join(choices)}"
+            )
+        return ",".join(kinds)
+
+    return parse
+
+
+SHOW_KIND_OPTION = typer.Option(
+    None,
+    "--kind",
+    metavar="KIND[,KIND]",
+    parser=_kind_parser(KINDS),
+    help="Only regions of these kinds (comma list, repeatable): " + ", ".join(KINDS) + ".",
+)
+DIFF_KIND_OPTION = typer.Option(
+    None,
+    "--kind",
+    metavar="KIND[,KIND]",
+    parser=_kind_parser(DIFF_KINDS),
+    help="Only regions of these kinds, in the regions and the kinds table (comma list, "
+    "repeatable): " + ", ".join(DIFF_KINDS) + ".",
+)
+
+
+def chosen_kinds(values: list[str] | None) -> list[str]:
+    """The kinds `--kind` options named, in order, each once (empty: every kind)."""
+    kinds: list[str] = []
+    for value in values or ():
+        kinds += [k for k in value.split(",") if k not in kinds]
+    return kinds
 
 
 def use_color() -> bool:

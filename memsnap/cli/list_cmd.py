@@ -10,7 +10,6 @@ from memsnap.cli.common import (
     FORMAT_OPTION,
     STYLE_OPTION,
     OutputFormat,
-    check_style,
     database,
     echo,
 )
@@ -50,7 +49,6 @@ def list_snapshots(
     from memsnap.history import SnapshotFilter
     from memsnap.history import list_snapshots as query
 
-    check_style(style)
     flt = SnapshotFilter(
         pid=pid,
         name=compile_name(name),

@@ -11,7 +11,7 @@ import typer
 from memsnap.cli.common import database, echo
 from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
 from memsnap.names import visible
-from memsnap.units import human
+from memsnap.units import human, plural
 from memsnap.watch import MAX_INTERVAL_S
 from memsnap.watch import every as every_
 
@@ -132,7 +132,7 @@ def record_live(
             watching.remove(pid)
             gone = every is not None and pid in result.gone
             message = f"pid {pid} exited" if gone else why
-            suffix = f"; stopped watching it ({taken} snapshots kept)" if every else ""
+            suffix = f"; stopped watching it ({plural(taken, 'snapshot')} kept)" if every else ""
             echo(f"memsnap: {message}{suffix}", err=True)
             failed = failed or not (gone and number > 1)
         return bool(watching)
@@ -146,14 +146,13 @@ def record_live(
                 count,
                 one_round,
                 lambda left: status.show(
-                    f"{taken} snapshot{'' if taken == 1 else 's'} taken, "
-                    f"next in {left:.0f}s (Ctrl-C stops)"
+                    f"{plural(taken, 'snapshot')} taken, next in {left:.0f}s (Ctrl-C stops)"
                 ),
             )
     except KeyboardInterrupt:
         status.clear()
         raise MemsnapInterrupted(
-            f"interrupted: {taken} finished snapshots kept, none half-taken"
+            f"interrupted: {plural(taken, 'finished snapshot')} kept, none half-taken"
         ) from None
     return 1 if failed else 0
 

@@ -6,8 +6,15 @@ import itertools
 
 import typer
 
-from memsnap.cli.common import STYLE_OPTION, OutputFormat, check_style, database, echo
-from memsnap.errors import NotFoundError, UsageError
+from memsnap.cli.common import (
+    DOCUMENT_FORMAT_OPTION,
+    STYLE_OPTION,
+    DocumentFormat,
+    database,
+    echo,
+    use_color,
+)
+from memsnap.errors import NotFoundError
 from memsnap.timeparse import parse_time
 
 
@@ -18,18 +25,13 @@ def replay(
         None, "--since", metavar="TIME", help="Start at TIME (ISO 8601, epoch, '2h ago')."
     ),
     until: str | None = typer.Option(None, "--until", metavar="TIME", help="Stop at TIME."),
-    fmt: OutputFormat = typer.Option(
-        OutputFormat.table, "--format", "-f", help="Output format: table or json."
-    ),
+    fmt: DocumentFormat = DOCUMENT_FORMAT_OPTION,
     style: str = STYLE_OPTION,
 ) -> None:
     """Walk a process's snapshots in time order, with each step's change."""
     from memsnap import history, render
     from memsnap.render_diff import replay_json, replay_table
 
-    check_style(style)
-    if fmt is OutputFormat.csv:
-        raise UsageError("replay has no csv format: use table or json")
     start = parse_time(since) if since else None
     end = parse_time(until) if until else None
     with database(ctx) as db, db.reading() as conn:
@@ -39,7 +41,8 @@ def replay(
         steps = [(snaps[0], None)] + [
             (b, history.diff_between(conn, a, b)) for a, b in itertools.pairwise(snaps)
         ]
-    if fmt is OutputFormat.json:
+    if fmt is DocumentFormat.json:
         echo(render.dumps(replay_json(steps)))
     else:
-        echo(replay_table(steps, style))
+        color = use_color()
+        echo(replay_table(steps, style, color), colours=color)

@@ -8,16 +8,18 @@ import typer
 
 from memsnap.cli.common import (
     FORMAT_OPTION,
+    SHOW_KIND_OPTION,
+    SORT_OPTION,
     STYLE_OPTION,
     OutputFormat,
-    check_style,
+    SortKey,
+    chosen_kinds,
     database,
     echo,
     use_color,
 )
 from memsnap.cli.list_cmd import compile_name
 from memsnap.errors import UsageError
-from memsnap.model import KINDS
 
 
 def show(
@@ -34,19 +36,15 @@ def show(
     style: str = STYLE_OPTION,
     gaps: bool = typer.Option(False, "--gaps", help="Show unmapped holes as 'gap' rows."),
     top_down: bool = typer.Option(False, "--top-down", help="Highest address first."),
-    kinds: list[str] = typer.Option(
-        None, "--kind", metavar="KIND", help="Only regions of this kind (repeatable)."
-    ),
+    kind_options: list[str] = SHOW_KIND_OPTION,
     summary: bool = typer.Option(False, "--summary", help="One row per kind."),
+    sort: SortKey = SORT_OPTION,
 ) -> None:
     """Show the classified layout of one snapshot."""
     from memsnap import history, render
     from memsnap.timeparse import parse_time
 
-    check_style(style)
-    for kind in kinds or ():
-        if kind not in KINDS:
-            raise UsageError(f"unknown --kind {kind!r}; kinds are: {', '.join(KINDS)}")
+    kinds = chosen_kinds(kind_options)
     if (snapshot_id is None) == (at is None):
         raise UsageError("give a snapshot ID or --at TIME (one of them)")
     if at is None and (pid is not None or name is not None):
@@ -63,7 +61,8 @@ def show(
         regions = render.with_gaps(regions)
     if kinds:
         regions = [r for r in regions if r.kind in kinds]
-    if top_down:
+    regions = render.sort_regions(regions, sort.value)
+    if top_down and sort is SortKey.address:
         regions.reverse()
     if fmt is OutputFormat.json:
         doc: dict[str, Any] = {"snapshot": render.snapshot_json(snap)}
@@ -72,6 +71,8 @@ def show(
         else:
             doc["regions"] = [render.region_json(r, snap.page_size) for r in regions]
         echo(render.dumps(doc))
+    elif fmt is OutputFormat.csv and summary:
+        echo(render.summary_csv(regions, snap.totals.size))
     elif fmt is OutputFormat.csv:
         echo(
             render.to_csv(
