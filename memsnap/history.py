@@ -51,6 +51,7 @@ _SNAPSHOT_COLUMNS = (
     snapshots.c.rss,
     snapshots.c.pss,
     snapshots.c.swap,
+    snapshots.c.uss,
     processes.c.host,
     processes.c.boot_id,
     processes.c.pid,
@@ -91,7 +92,7 @@ def _snapshot(row: Row[Any], kinds: dict[str, Totals] | None = None) -> Snapshot
         kernel=row.kernel,
         source=row.source,
         has_smaps=bool(row.has_smaps),
-        totals=Totals(row.regions, row.size, row.rss, row.pss, row.swap),
+        totals=Totals(row.regions, row.size, row.rss, row.pss, row.swap, row.uss),
         kinds=kinds or {},
     )
 
@@ -128,7 +129,7 @@ def list_snapshots(conn: Connection, flt: SnapshotFilter) -> list[Snapshot]:
 
 def kind_totals(conn: Connection, snapshot_id: int) -> dict[str, Totals]:
     rows = conn.execute(select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == snapshot_id))
-    return {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap) for r in rows}
+    return {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap, r.uss) for r in rows}
 
 
 def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:

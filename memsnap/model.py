@@ -125,13 +125,15 @@ class Region(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Totals:
-    """Sums over a set of regions; rss/pss/swap are None when smaps was not read."""
+    """Sums over a set of regions; rss/pss/swap/uss are None when smaps was not read.
+    `uss` is the unique set size as psutil defines it: private clean + private dirty."""
 
     regions: int = 0
     size: int = 0
     rss: int | None = None
     pss: int | None = None
     swap: int | None = None
+    uss: int | None = None
 
 
 def _add(total: int | None, value: int | None) -> int | None:
@@ -149,9 +151,17 @@ def _known_sum(values: Iterable[int | None]) -> int | None:
 # `Region`'s kind may follow). 60,000 mappings are summed and stored column-wise without
 # building or transposing 60,000 tuples again.
 Columns = tuple[list[Any], ...]
-_START, _END, _RSS, _PSS, _SWAP = (
-    Mapping._fields.index(f) for f in ("start", "end", "rss", "pss", "swap")
+_START, _END, _RSS, _PSS, _SWAP, _PRIVATE_CLEAN, _PRIVATE_DIRTY = (
+    Mapping._fields.index(f)
+    for f in ("start", "end", "rss", "pss", "swap", "private_clean", "private_dirty")
 )
+
+
+def _private(clean: int | None, dirty: int | None) -> int | None:
+    """A region's share of the USS: None only when smaps gave neither field."""
+    if clean is None and dirty is None:
+        return None
+    return (clean or 0) + (dirty or 0)
 
 
 def columns_of(rows: Sequence[Mapping | Region]) -> Columns:
@@ -166,6 +176,7 @@ def totals_by_kind(columns: Columns, kinds: Sequence[str]) -> dict[str, Totals]:
     if not kinds:
         return {}
     starts, ends, rss, pss, swap = (columns[i] for i in (_START, _END, _RSS, _PSS, _SWAP))
+    private = list(map(_private, columns[_PRIVATE_CLEAN], columns[_PRIVATE_DIRTY]))
     groups: dict[str, list[int]] = {}
     for i, kind in enumerate(kinds):
         groups.setdefault(kind, []).append(i)
@@ -178,6 +189,7 @@ def totals_by_kind(columns: Columns, kinds: Sequence[str]) -> dict[str, Totals]:
             rss=_known_sum(map(rss.__getitem__, pick())),
             pss=_known_sum(map(pss.__getitem__, pick())),
             swap=_known_sum(map(swap.__getitem__, pick())),
+            uss=_known_sum(map(private.__getitem__, pick())),
         )
     return out
 
@@ -185,12 +197,13 @@ def totals_by_kind(columns: Columns, kinds: Sequence[str]) -> dict[str, Totals]:
 def combine(parts: Iterable[Totals]) -> Totals:
     """The totals of a whole snapshot from its per-kind totals."""
     regions = size = 0
-    rss = pss = swap = None
+    rss = pss = swap = uss = None
     for t in parts:
         regions += t.regions
         size += t.size
         rss, pss, swap = _add(rss, t.rss), _add(pss, t.pss), _add(swap, t.swap)
-    return Totals(regions, size, rss, pss, swap)
+        uss = _add(uss, t.uss)
+    return Totals(regions, size, rss, pss, swap, uss)
 
 
 @dataclass(frozen=True, slots=True)

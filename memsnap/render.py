@@ -78,7 +78,14 @@ def display_path(region: Region) -> str:
 
 
 def totals_json(t: Totals) -> dict[str, Any]:
-    return {"regions": t.regions, "size": t.size, "rss": t.rss, "pss": t.pss, "swap": t.swap}
+    return {
+        "regions": t.regions,
+        "size": t.size,
+        "rss": t.rss,
+        "pss": t.pss,
+        "swap": t.swap,
+        "uss": t.uss,
+    }
 
 
 def snapshot_json(s: Snapshot) -> dict[str, Any]:
@@ -261,12 +268,13 @@ def summary_rows(regions: Sequence[Region], color: bool, total_size: int) -> lis
             human(t.rss),
             human(t.pss),
             human(t.swap),
+            human(t.uss),
         ]
         for kind, t in _by_kind(regions)
     ]
 
 
-SUMMARY_HEADERS = ["kind", "regions", "size", "of total", "rss", "pss", "swap"]
+SUMMARY_HEADERS = ["kind", "regions", "size", "of total", "rss", "pss", "swap", "uss"]
 
 
 def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool) -> str:
@@ -274,7 +282,7 @@ def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, col
         summary_rows(regions, color, snapshot.totals.size),
         SUMMARY_HEADERS,
         style,
-        ("left",) + ("right",) * 6,
+        ("left",) + ("right",) * 7,
     )
     return snapshot_heading(snapshot) + "\n" + body
 
@@ -366,6 +374,7 @@ LIST_HEADERS = [
     "regions",
     "virtual",
     "rss",
+    "uss",
     "source",
     "label",
 ]
@@ -381,6 +390,7 @@ def list_rows(snaps: Sequence[Snapshot]) -> list[list[str]]:
             str(s.totals.regions),
             human(s.totals.size),
             human(s.totals.rss),
+            human(s.totals.uss),
             visible(s.source),
             visible(s.label or ""),
         ]
@@ -393,7 +403,7 @@ def list_table(snaps: Sequence[Snapshot], style: str) -> str:
         list_rows(snaps),
         LIST_HEADERS,
         style,
-        ("right", "left", "right", "left", "right", "right", "right", "left", "left"),
+        ("right", "left", "right", "left", "right", "right", "right", "right", "left", "left"),
     )
 
 
@@ -411,6 +421,7 @@ LIST_CSV_FIELDS = [
     "rss",
     "pss",
     "swap",
+    "uss",
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from memsnap.store.identify import VERSION_TABLE
 from memsnap.store.schema import metadata
 
 config = context.config
@@ -21,6 +22,9 @@ target_metadata = metadata
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
+        # memsnap's own version table, never another Alembic application's
+        # `alembic_version` (a test builds old databases with that one).
+        version_table=config.attributes.get("version_table", VERSION_TABLE),
         target_metadata=target_metadata,
         render_as_batch=True,
         transactional_ddl=True,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, Target, capture_path, fixture_text
+from memsnap.store.database import open_database
 
 LOCAL_SMAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-smaps.txt"
 LOCAL_MAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
@@ -80,6 +81,7 @@ def test_maps_import_has_null_sizes_never_zero(sqlite_cli: Cli) -> None:
 def test_errors_are_one_or_two_plain_lines(
     sqlite_cli: Cli, args: list[str], code: int, needle: str
 ) -> None:
+    open_database(sqlite_cli.url).close()  # an empty memsnap database
     err = one_line_error(sqlite_cli(*args), code)
     assert needle in err
 
@@ -314,6 +316,7 @@ def test_unforeseen_failures_are_one_line_too(
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(memsnap.history, "list_snapshots", bug)
+    open_database(sqlite_url).close()
     err = one_line_error(Cli(sqlite_url, debug=False)("list"), 1)
     assert "internal error: ZeroDivisionError" in err and "Traceback" not in err
 

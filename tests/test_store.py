@@ -18,6 +18,7 @@ from memsnap.store.database import (
     stored_revision,
     upgrade,
 )
+from memsnap.store.identify import VERSION_TABLE
 from memsnap.store.schema import metadata, regions
 
 
@@ -39,7 +40,9 @@ def test_migrated_schema_matches_models(db_url: str) -> None:
     try:
         with db.engine.connect() as conn:
             assert stored_revision(conn) == SCHEMA_HEAD
-            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}), metadata
+            )
         assert diff == []
     finally:
         db.close()
@@ -55,9 +58,10 @@ def test_upgrade_and_downgrade_round_trip(db_url: str) -> None:
             cfg = Config()
             cfg.set_main_option("script_location", str(migrations_dir()))
             cfg.attributes["connection"] = conn
+            cfg.attributes["version_table"] = VERSION_TABLE
             command.downgrade(cfg, "base")
         with db.engine.connect() as conn:
-            left = set(inspect(conn).get_table_names()) - {"alembic_version"}
+            left = set(inspect(conn).get_table_names()) - {VERSION_TABLE}
         assert left == set()
         with db.engine.begin() as conn:
             upgrade(conn)
@@ -176,7 +180,7 @@ def test_database_from_a_newer_memsnap_is_refused_untouched(tmp_path: Path) -> N
     path = tmp_path / "newer.db"
     open_database(str(path)).close()
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    conn.execute("UPDATE memsnap_version SET version_num = '9999_from_the_future'")
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

@@ -131,14 +131,25 @@ def use_color() -> bool:
 
 
 @contextmanager
-def database(ctx: typer.Context) -> Iterator[Database]:
+def database(ctx: typer.Context, create: bool = False) -> Iterator[Database]:
+    """The database `--db` names. Only a command that records passes `create`: a reading
+    command on a missing database says nothing was recorded there yet. On a terminal, a
+    writer kept waiting by another's lock says what it waits for."""
     from memsnap.store.database import open_database
 
-    db = open_database(ctx.obj["db"] if ctx.obj else None)
+    db = open_database(
+        ctx.obj["db"] if ctx.obj else None,
+        create=create,
+        notify=_notice if sys.stderr.isatty() else None,
+    )
     try:
         yield db
     finally:
         db.close()
+
+
+def _notice(text: str) -> None:
+    echo(f"memsnap: {text}", err=True)
 
 
 def echo(text: str, err: bool = False, colours: bool = False) -> None:

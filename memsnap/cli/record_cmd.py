@@ -212,7 +212,7 @@ def record(
     from memsnap.procfs import Proc
     from memsnap.sweep import Sweep
 
-    with database(ctx) as db:
+    with database(ctx, create=True) as db:
         sweep = Sweep(
             db,
             Proc(),
@@ -229,6 +229,6 @@ def import_file(ctx: typer.Context, source: str, pid: int, label: str | None) ->
     from memsnap.record import record_text
 
     text = read_import(source)
-    with database(ctx) as db:
+    with database(ctx, create=True) as db:
         done = record_text(db, text, pid=pid, label=label)
     echo(summary_line(done))

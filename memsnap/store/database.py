@@ -2,15 +2,23 @@
 
 The order matters because a failure must leave the file as it was:
 
-1. Resolve the target (`--db`, `MEMSNAP_DB`, or the XDG default) to a URL.
-2. For a SQLite file, look before touching: a file that is not SQLite, or another
-   program's SQLite database, is refused after a read-only look (connecting normally
-   would already switch its journal to WAL). A new file is created 0600 in a folder
-   created 0700: maps reveal paths and layout.
-3. Compare the stored Alembic revision with `SCHEMA_HEAD`. Equal: done, and Alembic is
-   never imported (it costs start-up time). Otherwise Alembic runs the pending
-   migrations in one transaction on the connection in hand; a revision it does not know
-   means a newer memsnap wrote the database, which is refused untouched.
+1. Resolve the target (`--db`, `MEMSNAP_DB`, or the XDG default) to a URL; `postgres://`
+   (as psql and hosting services write it) means PostgreSQL through psycopg.
+2. For a SQLite file, `memsnap.store.dbfile` judges the path before SQLite touches it
+   (no links, FIFOs or devices; owned by the caller or root; writable by no one else)
+   and only `record` creates a missing one. A file another program marked as its own
+   (application_id) is refused from its header; an unmarked one that is not empty is
+   first looked at read-only, since connecting normally could already change it.
+3. `memsnap.store.identify` tells memsnap's databases from everything else on the
+   connection; only then is anything set (WAL journal) or migrated.
+4. Compare the stored revision with `SCHEMA_HEAD`. Equal: done, and Alembic is never
+   imported (it costs start-up time). Otherwise Alembic runs the pending migrations in
+   one transaction on the connection in hand, which also marks the database as memsnap's;
+   a revision it does not know means a newer memsnap wrote the database, refused
+   untouched.
+
+A SQLite file the caller may only read is opened read-only (without even `-shm` when no
+writer is active), for reading commands only, and never migrated.
 """
 
 from __future__ import annotations
@@ -22,25 +30,35 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from memsnap.errors import DatabaseError
-from memsnap.store.schema import metadata
+from memsnap.errors import DatabaseError, NotFoundError, UsageError
+from memsnap.store import dbfile
+from memsnap.store.identify import (
+    VERSION_TABLE,
+    Identity,
+    adopt_legacy,
+    check_application_id,
+    identify,
+    mark,
+)
 
 # The newest migration in migrations/versions; a test checks it against Alembic's head.
-SCHEMA_HEAD = "0002_snapshot_digest"
-OUR_TABLES = frozenset(metadata.tables) | {"alembic_version"}
-# Tables SQLite keeps for itself in any database.
-_SQLITE_OWN = frozenset({"sqlite_sequence"})
-SQLITE_MAGIC = b"SQLite format 3\x00"
+SCHEMA_HEAD = "0003_uss"
+SQLITE_MAGIC = dbfile.SQLITE_MAGIC
 BUSY_TIMEOUT_S = 30
+# How long a writer waits for the lock in silence before saying what it waits for.
+_QUIET_WAIT_MS = 200
 _RETRYABLE = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
 _WRITE_ATTEMPTS = 3
 T = TypeVar("T")
 _MIGRATION_LOCK = 0x6D656D736E6170  # "memsnap": the PostgreSQL advisory lock for upgrades
+
+Notify = Callable[[str], None]
 
 
 def default_path() -> Path:
@@ -52,8 +70,16 @@ def default_path() -> Path:
 
 def resolve_url(target: str | None) -> str:
     """A SQLAlchemy URL for `--db`/`MEMSNAP_DB`: a URL as given, a path as SQLite."""
+    if target == "":
+        raise UsageError("--db is empty: give a file path or a database URL")
     target = target or os.environ.get("MEMSNAP_DB") or str(default_path())
     if "://" in target:
+        scheme, rest = target.split("://", 1)
+        base, _, driver = scheme.partition("+")
+        if base in ("postgres", "postgresql") and driver in ("", "psycopg"):
+            # psql's and hosting services' spelling; memsnap speaks to PostgreSQL
+            # through psycopg 3 only (SQLAlchemy's default would be psycopg2).
+            return f"postgresql+psycopg://{rest}"
         return target
     return "sqlite:///" + str(Path(target).expanduser().absolute())
 
@@ -86,6 +112,7 @@ class Database:
 
     engine: Engine
     url: str
+    read_only: bool = False
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -96,6 +123,10 @@ class Database:
     def writing(self) -> Iterator[Connection]:
         """One write transaction, taken up front (BEGIN IMMEDIATE on SQLite) so two
         writers queue on the busy timeout instead of failing on a lock upgrade."""
+        if self.read_only:
+            raise DatabaseError(
+                f"{safe_url(self.url)}: is read-only to you; writing needs write access"
+            )
         conn = self.engine.connect().execution_options(memsnap_immediate=True)
         try:
             with conn.begin():
@@ -121,97 +152,73 @@ class Database:
         self.engine.dispose()
 
 
-def _prepare_sqlite_file(path: Path) -> None:
-    """Refuse what is not ours before any write; create a new file 0600."""
-    if path.is_dir():
-        raise DatabaseError(f"{path}: is a folder, not a database file")
-    if path.exists():
-        try:
-            with open(path, "rb") as f:
-                head = f.read(len(SQLITE_MAGIC))
-        except OSError as exc:
-            raise DatabaseError(f"{path}: cannot read: {exc.strerror}") from None
-        if head and head != SQLITE_MAGIC:
-            raise DatabaseError(f"{path}: not a memsnap database (not SQLite); left untouched")
-        if head:
-            _refuse_foreign_sqlite(path)
-        return
-    folder = path.parent
-    try:
-        if not folder.exists():
-            folder.mkdir(mode=0o700, parents=True)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise DatabaseError(f"{path}: cannot create the database: {exc.strerror}") from None
+def _locked(exc: OperationalError) -> bool:
+    reason = str(getattr(exc, "orig", exc))
+    return "locked" in reason or "busy" in reason
 
 
-def _refuse_foreign_sqlite(path: Path) -> None:
-    """A read-only look at an existing SQLite file: tables of another program -> refuse."""
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            names = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseError(
-            f"{path}: not a usable SQLite database ({exc}); left untouched"
-        ) from None
-    _check_tables(names, str(path))
-
-
-def _check_tables(names: set[str], where: str) -> None:
-    """Refuse a database holding tables of another program (and none of Alembic's,
-    which a newer memsnap might have added to)."""
-    others = names - OUR_TABLES - _SQLITE_OWN
-    if others and "alembic_version" not in names:
-        raise DatabaseError(
-            f"{where}: not a memsnap database (it holds other tables: "
-            f"{', '.join(sorted(others)[:5])}); left untouched"
-        )
-
-
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, notify: Notify | None, where: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin:
         # that makes DDL transactional (a failed migration rolls back whole) and lets
-        # writers say BEGIN IMMEDIATE.
+        # writers say BEGIN IMMEDIATE. Nothing here writes: the journal mode is set
+        # only once the database is known to be memsnap's.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         cur.execute("PRAGMA foreign_keys = ON")
-        cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("memsnap_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if not immediate:
+            conn.exec_driver_sql("BEGIN")
+        elif notify is None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            _begin_saying_why_it_waits(conn, notify, where)
+
+
+def _begin_saying_why_it_waits(conn: Connection, notify: Notify, where: str) -> None:
+    """BEGIN IMMEDIATE; if another writer holds the lock past a short while, say so
+    once, then wait the rest of the busy timeout. An unlocked database takes the first
+    attempt at once, whatever its timeout."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute(f"PRAGMA busy_timeout = {_QUIET_WAIT_MS}")
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    except OperationalError as exc:
+        if not _locked(exc):
+            raise
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+    notify(f"waiting for another process writing {where} (up to {BUSY_TIMEOUT_S} s)...")
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def stored_revision(conn: Connection) -> str | None:
-    names = set(inspect(conn).get_table_names())
-    _check_tables(names, "database")
-    if "alembic_version" not in names:
-        return None
-    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-    return None if row is None else str(row[0])
+    """memsnap's schema revision in the database on `conn` (None: empty)."""
+    return identify(conn, "database").revision
 
 
-def upgrade(conn: Connection, revision: str = "head", script_location: Path | None = None) -> None:
-    """Run the pending migrations on `conn`, inside the caller's transaction."""
+def upgrade(
+    conn: Connection,
+    revision: str = "head",
+    script_location: Path | None = None,
+    version_table: str = VERSION_TABLE,
+) -> None:
+    """Run the pending migrations on `conn`, inside the caller's transaction.
+    (`version_table` other than memsnap's own is for tests that build old databases.)"""
     from alembic import command
 
     cfg = _alembic_config(script_location)
     cfg.attributes["connection"] = conn
+    cfg.attributes["version_table"] = version_table
     command.upgrade(cfg, revision)
 
 
@@ -246,7 +253,11 @@ def script_head(script_location: Path) -> str:
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(
+    url: str, notify: Notify | None = None, read_only_uri: str | None = None
+) -> Engine:
+    """An engine for `url`; `read_only_uri` opens a SQLite file through that URI instead
+    (read-only), `notify` is told when a writer waits for another's lock."""
     try:
         parsed = make_url(url)
         backend = parsed.get_backend_name()
@@ -257,11 +268,25 @@ def create_db_engine(url: str) -> Engine:
                 f"PostgreSQL, not {backend}"
             )
         if backend == "sqlite":
-            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
-            _sqlite_events(engine)
+            if read_only_uri is not None:
+                uri = read_only_uri
+                engine = create_engine(
+                    url,
+                    creator=lambda: sqlite3.connect(
+                        uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+                    ),
+                )
+            else:
+                engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+            _sqlite_events(engine, notify, parsed.database or url)
         else:
             engine = create_engine(url, pool_pre_ping=False)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        if "psycopg" in str(exc):
+            raise DatabaseError(
+                f"cannot use database {safe_url(url)}: PostgreSQL needs the psycopg driver "
+                "(pip install 'memsnap[postgres]')"
+            ) from None
         raise DatabaseError(f"cannot use database {safe_url(url)}: {exc}") from None
     return engine
 
@@ -274,34 +299,100 @@ def safe_url(url: str) -> str:
         return url
 
 
-def open_database(target: str | None = None, script_location: Path | None = None) -> Database:
-    """Open (creating and migrating as needed) the database `target` names."""
-    url = resolve_url(target)
-    path = sqlite_file(url)
-    if path is not None:
-        _prepare_sqlite_file(path)
-    engine = create_db_engine(url)
+def _read_only_uri(path: Path, immutable: bool) -> str:
+    """A SQLite URI opening `path` read-only. `immutable` also keeps SQLite from creating
+    `-shm`/`-wal` beside it (in a folder the reader may not write, it could not; in a
+    shared one they would be the reader's files); only right when no writer has frames
+    pending in a `-wal`."""
+    return f"file:{quote(str(path), safe='/')}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def _look_read_only(path: Path, look: dbfile.FileLook) -> None:
+    """Refuse an unmarked, non-empty SQLite file that is not memsnap's, by a read-only
+    look: connecting normally would already switch its journal mode."""
+    engine = create_db_engine(
+        f"sqlite:///{path}", read_only_uri=_read_only_uri(path, immutable=look.wal)
+    )
     try:
         with engine.connect() as conn:
-            current = stored_revision(conn)
+            identify(conn, str(path))
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"{path}: not a usable SQLite database ({_reason(exc)}); left untouched"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def open_database(
+    target: str | None = None,
+    script_location: Path | None = None,
+    *,
+    create: bool = True,
+    notify: Notify | None = None,
+) -> Database:
+    """Open the database `target` names, migrating it as needed. `create`: a missing
+    database is created (only a command that records asks for that; a reading command
+    on a missing or empty database is told nothing was recorded there yet). `notify` is
+    told when a writer has to wait for another's lock."""
+    url = resolve_url(target)
+    path = sqlite_file(url)
+    where = safe_url(url) if path is None else str(path)
+    read_only_uri = None
+    if path is not None:
+        look = dbfile.look(path, create)
+        check_application_id(look.application_id, where)
+        if not look.empty and look.application_id == 0:
+            _look_read_only(path, look)
+        if not look.writable:
+            if create:
+                raise DatabaseError(
+                    f"{path}: is read-only to you (owner uid {look.owner}, mode "
+                    f"{look.mode:04o}); recording needs write access"
+                )
+            read_only_uri = _read_only_uri(path, immutable=not look.wal_file)
+    engine = create_db_engine(url, notify=notify, read_only_uri=read_only_uri)
+    try:
+        with engine.connect() as conn:
+            found = identify(conn, where)
             conn.rollback()
+            if found.empty and not create:
+                raise NotFoundError(f"nothing recorded in {where} yet")
+            if conn.dialect.name == "sqlite" and read_only_uri is None:
+                _use_wal(conn)
         head = SCHEMA_HEAD if script_location is None else script_head(script_location)
-        if current != head:
-            _migrate(engine, current, head, script_location)
-    except DatabaseError:
+        if found.revision != head or found.legacy:
+            if read_only_uri is not None:
+                raise DatabaseError(
+                    f"{where}: its schema ({found.revision}) needs an upgrade to {head}, and "
+                    "it is read-only to you: open it once as its owner to upgrade it"
+                )
+            _migrate(engine, found, head, script_location, where)
+    except (DatabaseError, NotFoundError):
         engine.dispose()
         raise
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, sqlite3.Error) as exc:
         engine.dispose()
-        raise DatabaseError(f"cannot open database {safe_url(url)}: {_reason(exc)}") from None
-    return Database(engine=engine, url=url)
+        raise DatabaseError(f"cannot open database {where}: {_reason(exc)}") from None
+    return Database(engine=engine, url=url, read_only=read_only_uri is not None)
 
 
-def _migrate(engine: Engine, current: str | None, head: str, script_location: Path | None) -> None:
-    if current is not None and current not in known_revisions(script_location):
+def _use_wal(conn: Connection) -> None:
+    """WAL journal (readers never wait for the writer), set once the database is known
+    to be memsnap's or empty; it persists in the file, so usually nothing is written."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    if raw.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        raw.execute("PRAGMA journal_mode = WAL")
+
+
+def _migrate(
+    engine: Engine, found: Identity, head: str, script_location: Path | None, where: str
+) -> None:
+    if found.revision is not None and found.revision not in known_revisions(script_location):
         raise DatabaseError(
-            f"the database is at schema revision {current}, which this memsnap does not "
-            "know: it was written by a newer memsnap; upgrade memsnap (left untouched)"
+            f"the database is at schema revision {found.revision}, which this memsnap does "
+            "not know: it was written by a newer memsnap; upgrade memsnap (left untouched)"
         )
     conn = engine.connect().execution_options(memsnap_immediate=True)
     try:
@@ -310,7 +401,12 @@ def _migrate(engine: Engine, current: str | None, head: str, script_location: Pa
                 # Two memsnaps opening a new database at once: one migrates, one waits.
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             # Look again inside the write lock: another memsnap may have migrated it.
-            if stored_revision(conn) != head:
+            now = identify(conn, where)
+            if now.revision != head or now.legacy:
+                if now.legacy:
+                    assert now.revision is not None
+                    adopt_legacy(conn, now.revision)
+                mark(conn)
                 upgrade(conn, script_location=script_location)
     except DatabaseError:
         raise
@@ -324,7 +420,7 @@ def _migrate(engine: Engine, current: str | None, head: str, script_location: Pa
         conn.close()
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def _reason(exc: Exception) -> str:
     orig = getattr(exc, "orig", None)
     text_ = str(orig) if orig is not None else str(exc)
     if isinstance(exc, OperationalError) and "unable to open" in text_:

@@ -57,6 +57,7 @@ class SnapshotRow(Base):
     rss: Mapped[int | None]
     pss: Mapped[int | None]
     swap: Mapped[int | None]
+    uss: Mapped[int | None]
     digest: Mapped[str | None]
 
 
@@ -70,6 +71,7 @@ class SnapshotKindRow(Base):
     rss: Mapped[int | None]
     pss: Mapped[int | None]
     swap: Mapped[int | None]
+    uss: Mapped[int | None]
 
 
 class PathRow(Base):

@@ -127,6 +127,8 @@ snapshots = Table(
     Column("rss", BigInteger, nullable=True),
     Column("pss", BigInteger, nullable=True),
     Column("swap", BigInteger, nullable=True),
+    # Unique set size (private clean + private dirty), psutil's USS.
+    Column("uss", BigInteger, nullable=True),
     # Hash of the text a live snapshot was read from; equal digests, equal layouts.
     Column("digest", String(64), nullable=True),
     UniqueConstraint("process_id", "seq"),
@@ -143,6 +145,7 @@ snapshot_kinds = Table(
     Column("rss", BigInteger, nullable=True),
     Column("pss", BigInteger, nullable=True),
     Column("swap", BigInteger, nullable=True),
+    Column("uss", BigInteger, nullable=True),
 )
 
 # Every distinct path once, looked up by digest: a path can be longer than a PostgreSQL

@@ -257,6 +257,7 @@ def _snapshot_row(
                 "rss": totals.rss,
                 "pss": totals.pss,
                 "swap": totals.swap,
+                "uss": totals.uss,
                 "digest": info.digest,
             },
         ).scalar_one()
@@ -269,10 +270,10 @@ def _kind_rows(conn: Connection, snapshot_id: int, kinds: dict[str, Totals]) -> 
     if kinds:
         mark = placeholder(conn)
         conn.exec_driver_sql(
-            f"INSERT INTO snapshot_kinds (snapshot_id, kind, regions, size, rss, pss, swap) "
-            f"VALUES ({', '.join([mark] * 7)})",
+            "INSERT INTO snapshot_kinds (snapshot_id, kind, regions, size, rss, pss, swap, uss) "
+            f"VALUES ({', '.join([mark] * 8)})",
             [
-                (snapshot_id, k, t.regions, t.size - U64_SHIFT, t.rss, t.pss, t.swap)
+                (snapshot_id, k, t.regions, t.size - U64_SHIFT, t.rss, t.pss, t.swap, t.uss)
                 for k, t in kinds.items()
             ],
         )
@@ -294,13 +295,15 @@ def save_unchanged(
     latest = latest_snapshot(conn, process_row)
     if latest is None or latest.digest is None or latest.digest != digest():
         return None
-    totals = Totals(latest.regions, latest.size, latest.rss, latest.pss, latest.swap)
+    totals = Totals(latest.regions, latest.size, latest.rss, latest.pss, latest.swap, latest.uss)
     snapshot_id = _snapshot_row(
         conn, process_row, latest.seq + 1, replace(info, digest=latest.digest), totals
     )
     kinds = conn.execute(_KINDS_OF, {"snapshot": latest.id}).all()
     _kind_rows(
-        conn, snapshot_id, {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap) for r in kinds}
+        conn,
+        snapshot_id,
+        {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap, r.uss) for r in kinds},
     )
     return snapshot_id, totals
 
