@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,12 @@ CONTROLS = C0 + "\x7f" + C1
 NAME_BYTES = (
     bytes(range(0x01, 0x20)) + b"\x7f" + C1.encode() + bytes(range(0x80, 0xA0)) + b"\x1b[8m"
 )
-COMM = b"\x1b]0;pwned\x07\x1b[2J"  # 14 bytes: the kernel keeps 15
+# A window title and a screen clear, 15 bytes (all the kernel keeps), with a token of its
+# own: the suite may run beside another copy of itself, whose hostile process
+# `record --all --name` must not pick up.
+TOKEN = uuid.uuid4().hex[:6]
+COMM = f"\x1b]0;{TOKEN}\x07\x1b[2J".encode()
+SHOWN_COMM = f"\\x1b]0;{TOKEN}\\x07\\x1b[2J"
 LABEL = CONTROLS[1:] + "\x1b[8mconcealed"  # an argument cannot carry NUL
 SGR = re.compile("\x1b\\[([0-9;]*)m")
 
@@ -94,12 +100,12 @@ def _hostile_database(cli: Cli, hostile: Target) -> str:
     done = cli("record", str(hostile.pid), "--label", LABEL)
     assert done.exit_code == 0, done.stderr
     harmless(done.stdout + done.stderr)
-    assert "\\x1b]0;pwned\\x07\\x1b[2J" in done.stdout
+    assert SHOWN_COMM in done.stdout
     hostile.send("more")
-    again = cli("record", "--all", "--name", "pwned", "--label", LABEL)
+    again = cli("record", "--all", "--name", TOKEN, "--label", LABEL)
     assert again.exit_code == 0, again.stderr
     harmless(again.stdout + again.stderr)
-    assert again.stdout.count("pwned") == 1
+    assert again.stdout.count(TOKEN) == 1, again.stdout
     assert cli("record", str(hostile.proc.pid), str(_other_pid())).exit_code == 0
 
     from sqlalchemy import update
@@ -141,7 +147,7 @@ def test_no_control_character_reaches_a_terminal(cli: Cli, hostile: Target) -> N
         assert result.exit_code == 0, (args, result.stderr)
         outputs[" ".join(args)] = harmless(result.stdout + result.stderr)
     show = outputs["show 1"]
-    assert "\\x1b]0;pwned\\x07\\x1b[2J" in show and "\\x1b[8mconcealed" in show
+    assert SHOWN_COMM in show and "\\x1b[8mconcealed" in show
     assert "\\x01\\x02" in show and "\\xc2\\x80" not in show and "\\x80\\x81" in show
     listed = outputs["list"].splitlines()
     assert len(listed) == 2 + 4  # a label's newline does not break its row
