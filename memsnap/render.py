@@ -194,11 +194,11 @@ def show_columns(regions: Sequence[Region], page_size: int, color: bool) -> list
     span = f"{{:0{width}x}}-{{:0{width}x}}".format
     kinds = [r.kind for r in regions]
     columns = [
-        kinds,
+        visible_column(kinds),  # a database's rows are text like any other
         list(map(span, (r.start for r in regions), (r.end for r in regions))),
         ["-" if _is_hole(r) else human(r.size) for r in regions],
         ["" if _is_hole(r) else str(r.size // page_size) for r in regions],
-        [r.perms for r in regions],
+        visible_column([r.perms for r in regions]),
         [human(r.rss) if r.kind != "gap" else "" for r in regions],
         visible_column(
             list(map(encode_path, (r.path for r in regions), (r.deleted for r in regions)))

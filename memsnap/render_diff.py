@@ -207,7 +207,7 @@ def _side_rss(a: Amount | None) -> str:
 def _movement_row(name: str, m: Movement, color: bool) -> list[str]:
     delta = m.delta
     return [
-        paint(name, name, color),
+        paint(visible(name), name, color),
         _side(m.before),
         _side(m.after),
         signed_human(delta.size),
@@ -262,7 +262,9 @@ def movements_table(d: Diff, style: str, color: bool) -> str:
 
 
 def _region_line(r: Region) -> str:
-    line = f"{hexaddr(r.start)}-{hexaddr(r.end)} {r.perms} {r.kind} {human(r.size)}"
+    line = (
+        f"{hexaddr(r.start)}-{hexaddr(r.end)} {visible(r.perms)} {visible(r.kind)} {human(r.size)}"
+    )
     path = display_path(r)
     return f"{line} {path}" if path else line
 
@@ -281,7 +283,8 @@ def callouts_block(d: Diff, color: bool = False) -> str:
     for c in d.made_executable:
         if c.after.start not in flagged:
             lines.append(
-                f"! made executable ({c.before.perms} -> {c.after.perms}): {_region_line(c.after)}"
+                f"! made executable ({visible(c.before.perms)} -> {visible(c.after.perms)}): "
+                f"{_region_line(c.after)}"
             )
     return "\n".join(paint_code(line, WARNING_COLOR, color) for line in lines)
 
@@ -290,10 +293,10 @@ def _whole_row(sign: str, r: Region, what: str, color: bool) -> list[str]:
     """A region that was added or removed whole."""
     return [
         sign,
-        paint(r.kind, r.kind, color),
+        paint(visible(r.kind), r.kind, color),
         f"{r.start:x}-{r.end:x}",
         human(r.size),
-        r.perms,
+        visible(r.perms),
         human(r.rss),
         display_path(r),
         what,
@@ -341,10 +344,10 @@ def _changed_row(c: RegionChange, color: bool) -> list[str]:
     rss = human(b.rss)
     if a.rss != b.rss and a.rss is not None and b.rss is not None:
         rss = f"{signed_human(b.rss - a.rss)} -> {human(b.rss)}"
-    perms = b.perms if a.perms == b.perms else f"{a.perms}->{b.perms}"
+    perms = visible(b.perms if a.perms == b.perms else f"{a.perms}->{b.perms}")
     return [
         "~",
-        paint(b.kind, b.kind, color),
+        paint(visible(b.kind), b.kind, color),
         f"{b.start:x}-{b.end:x}",
         size,
         perms,
@@ -417,9 +420,9 @@ def _most_changed(d: Diff) -> str:
         return ""
     if any(m.delta.rss for _, m in movers):
         kind, m = sorted(movers, key=_by_resident_change)[0]
-        return f"{kind} {signed_human(m.delta.rss)} rss"
+        return f"{visible(kind)} {signed_human(m.delta.rss)} rss"
     kind, m = sorted(movers, key=_by_change)[0]
-    return f"{kind} {signed_human(m.delta.size)}"
+    return f"{visible(kind)} {signed_human(m.delta.size)}"
 
 
 def replay_rows(steps: Sequence[tuple[Snapshot, Diff | None]]) -> list[list[str]]:

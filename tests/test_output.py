@@ -108,10 +108,10 @@ def _hostile_database(cli: Cli, hostile: Target) -> str:
     assert again.stdout.count(TOKEN) == 1, again.stdout
     assert cli("record", str(hostile.proc.pid), str(_other_pid())).exit_code == 0
 
-    from sqlalchemy import update
+    from sqlalchemy import func, select, update
 
     from memsnap.store.database import open_database
-    from memsnap.store.schema import processes
+    from memsnap.store.schema import processes, regions
 
     database = open_database(cli.url)
     nul = "" if database.engine.dialect.name == "postgresql" else "\x00"  # PostgreSQL has no NUL
@@ -120,6 +120,13 @@ def _hostile_database(cli: Cli, hostile: Target) -> str:
             update(processes)
             .where(processes.c.pid == hostile.pid)
             .values(host="host" + nul + CONTROLS[1:], exe="/bin/" + nul + CONTROLS[1:])
+        )
+        # A region row of its own words: kind, permissions and device are text too.
+        first = conn.execute(select(func.min(regions.c.id))).scalar_one()
+        conn.execute(
+            update(regions)
+            .where(regions.c.id == first)
+            .values(kind="\x1b[8m", perms="\x1b[8m", dev="\x1b]0;x\x07\x9b")
         )
     database.close()
     return nul
