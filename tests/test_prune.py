@@ -228,7 +228,7 @@ def test_prune_within_and_name_and_host_filters(cli: Cli, db_url: str, target_bi
     # Within 4h30m of 09:30: after 05:00, so 05:20 on.
     out = cli("prune", "--keep-within", "4h30m", "--name", "target", "--host", host)
     assert out.exit_code == 0, out.stderr
-    assert out.stdout.startswith("removed 5 snapshot(s), kept 5, of 1 process(es); freed ")
+    assert out.stdout.startswith("removed 5 snapshots, kept 5, of 1 process; freed ")
     assert seqs_of(cli, one.pid) == [1, 7, 8, 9, 10]
 
 
@@ -238,7 +238,7 @@ def test_prune_usage_errors(sqlite_cli: Cli) -> None:
         (("--keep-within", "7x"), "cannot read the duration"),
         (("--keep-within", "0d"), "zero"),
         (("--keep-last", "-1"), "--keep-last"),
-        (("--keep-last", "1", "--format", "csv"), "no csv"),
+        (("--keep-last", "1", "--format", "csv"), "'csv' is not one of 'table', 'json'"),
         (("--keep-last", "1", "--name", "("), "not a valid regular expression"),
     ]:
         out = sqlite_cli("prune", *args)

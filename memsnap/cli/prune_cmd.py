@@ -10,9 +10,14 @@ import re
 
 import typer
 
-from memsnap.cli.common import STYLE_OPTION, OutputFormat, check_style, database, echo
+from memsnap.cli.common import (
+    DOCUMENT_FORMAT_OPTION,
+    STYLE_OPTION,
+    DocumentFormat,
+    database,
+    echo,
+)
 from memsnap.cli.list_cmd import compile_name
-from memsnap.errors import UsageError
 
 
 def prune(
@@ -59,9 +64,7 @@ def prune(
     dry_run: bool = typer.Option(
         False, "--dry-run", "-n", help="List what would be removed; remove nothing."
     ),
-    fmt: OutputFormat = typer.Option(
-        OutputFormat.table, "--format", "-f", help="Output format: table or json."
-    ),
+    fmt: DocumentFormat = DOCUMENT_FORMAT_OPTION,
     style: str = STYLE_OPTION,
 ) -> None:
     """Forget old snapshots, per process, keeping what the --keep rules say.
@@ -76,11 +79,8 @@ def prune(
     from memsnap.retention import Policy, parse_duration, require_rule
     from memsnap.store.prune import Selection
     from memsnap.store.prune import prune as run
-    from memsnap.units import human
+    from memsnap.units import human, plural
 
-    check_style(style)
-    if fmt is OutputFormat.csv:
-        raise UsageError("prune has no csv format: use table or json")
     policy = Policy(
         last=keep_last,
         hourly=keep_hourly,
@@ -102,7 +102,7 @@ def prune(
             f"{result.vacuum_error}",
             err=True,
         )
-    if fmt is OutputFormat.json:
+    if fmt is DocumentFormat.json:
         echo(
             render.dumps(
                 {
@@ -120,11 +120,12 @@ def prune(
         if result.removed:
             echo(render.list_table(result.removed, style))
         echo(
-            f"would remove {gone} snapshot(s), keep {result.kept}, of "
-            f"{result.processes} process(es) ({policy.describe()}); dry run: nothing removed"
+            f"would remove {plural(gone, 'snapshot')}, keep {result.kept}, of "
+            f"{plural(result.processes, 'process', 'processes')} ({policy.describe()}); "
+            "dry run: nothing removed"
         )
     else:
         echo(
-            f"removed {gone} snapshot(s), kept {result.kept}, of {result.processes} "
-            f"process(es); freed {human(result.freed_bytes)}"
+            f"removed {plural(gone, 'snapshot')}, kept {result.kept}, of "
+            f"{plural(result.processes, 'process', 'processes')}; freed {human(result.freed_bytes)}"
         )
