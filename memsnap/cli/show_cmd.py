@@ -35,7 +35,9 @@ def show(
     fmt: OutputFormat = FORMAT_OPTION,
     style: str = STYLE_OPTION,
     gaps: bool = typer.Option(False, "--gaps", help="Show unmapped holes as 'gap' rows."),
-    top_down: bool = typer.Option(False, "--top-down", help="Highest address first."),
+    top_down: bool = typer.Option(
+        False, "--top-down", help="Highest address first (with the default --sort address)."
+    ),
     kind_options: list[str] = SHOW_KIND_OPTION,
     summary: bool = typer.Option(False, "--summary", help="One row per kind."),
     sort: SortKey = SORT_OPTION,
