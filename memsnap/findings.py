@@ -564,7 +564,7 @@ def w_then_x(history: Sequence[Sequence[Region]]) -> list[tuple[int, Finding]]:
                 continue
             if "x" in r.perms:
                 before = written.get(r.start)
-                if before is not None and r.start not in reported:
+                if before is not None and before < index and r.start not in reported:
                     reported.add(r.start)
                     why = (
                         f"{_where(r)} was written as {_span(r)} in snapshot {before + 1} "
