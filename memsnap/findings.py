@@ -799,10 +799,12 @@ def findings_csv(reported: Sequence[Reported], history: bool = False) -> str:
 
 def label_value(text: str) -> str:
     """A label value as OpenMetrics writes it: backslash, double quote and newline
-    escaped; bytes that are not UTF-8 as `\\xNN` text (the format is UTF-8)."""
-    from memsnap.names import escape_undecodable
+    escaped. Other control characters, and bytes that are not UTF-8, are shown as
+    `\\xNN` text first (`names.visible`), as in every text memsnap writes."""
+    from memsnap.names import visible
 
-    return escape_undecodable(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    shown = visible(text, lines=True)
+    return shown.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(pairs: Sequence[tuple[str, str]]) -> str:

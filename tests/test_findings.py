@@ -782,8 +782,10 @@ def test_findings_csv() -> None:
 
 def test_label_values_are_escaped_as_openmetrics_says() -> None:
     assert label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
-    # A byte that is not UTF-8 becomes the text `\xc3`, whose backslash is escaped in turn.
+    # A byte that is not UTF-8, or a control character that could drive a terminal
+    # reading the file, becomes the text `\xNN`, whose backslash is escaped in turn.
     assert label_value("caf\udcc3") == "caf\\\\xc3"
+    assert label_value("\x1b]0;pwned\x07\r") == "\\\\x1b]0;pwned\\\\x07\\\\x0d"
 
 
 def test_findings_openmetrics() -> None:
