@@ -2,7 +2,9 @@
 
 A time without an offset is local time, as a person at the terminal means it. Relative
 spellings count back from `now` (git's `yesterday` is this moment one day ago; so is
-ours). Anything else is a `UsageError` (exit 2).
+ours). A time must fall in 1970..9999 once in UTC: no snapshot is older than the Unix
+epoch, and both SQLite's text times and Python's datetimes end with year 9999. Anything
+else is a `UsageError` (exit 2).
 """
 
 from __future__ import annotations
@@ -39,9 +41,29 @@ _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)\s+ago")
 _EPOCH = re.compile(r"\d{1,12}(?:\.\d+)?")
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+
+
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """An aware datetime for `text`, or `UsageError` naming what was expected."""
     now = now or datetime.now(timezone.utc)
+    try:
+        moment = _read(text, now)
+        # Converted here, so a moment near year 1 or 9999 that only exists in its own
+        # offset fails now, not in the database driver.
+        in_utc = moment.astimezone(timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        in_utc = None
+    if in_utc is None or not EARLIEST <= in_utc <= LATEST:
+        raise UsageError(
+            f"the time {text!r} is out of range: memsnap's times run from "
+            "1970-01-01 to 9999-12-31 (UTC)"
+        )
+    return moment
+
+
+def _read(text: str, now: datetime) -> datetime:
     spelled = text.strip().lower()
     if spelled == "now":
         return now
