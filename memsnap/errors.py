@@ -55,3 +55,8 @@ class NotFoundError(MemsnapError):
 
 class MemsnapInterrupted(MemsnapError):
     """Ctrl-C, after whatever was finished has been kept (exit 130)."""
+
+
+class SeveralProcesses(MemsnapError):
+    """What was asked for names more than one recorded process (a pid reused, a name
+    matching several): the message lists them and says how to choose."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,10 +18,11 @@ from functools import cached_property, partial
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Select, or_, select
+from sqlalchemy import BigInteger, Connection, Row, Select, literal, or_, select
 
 from memsnap.diff import Diff, RegionChange, diff_snapshots, libraries, same_process
-from memsnap.errors import NotFoundError
+from memsnap.errors import MemsnapError, NotFoundError, SeveralProcesses
+from memsnap.match import compile_name, name_matches
 from memsnap.model import ProcessIdentity, Region, Snapshot, Totals
 from memsnap.names import visible
 from memsnap.store.rawsql import placeholder
@@ -97,13 +97,6 @@ def _snapshot(row: Row[Any], kinds: dict[str, Totals] | None = None) -> Snapshot
     )
 
 
-def name_matches(
-    pattern: re.Pattern[str], command: str, exe: str | None, cmdline: Sequence[str]
-) -> bool:
-    """A process matches a name pattern by its command, program path or first argument."""
-    return any(pattern.search(text) for text in (command, exe or "", *cmdline[:1]))
-
-
 def list_snapshots(conn: Connection, flt: SnapshotFilter) -> list[Snapshot]:
     """Snapshots matching the filter, newest first."""
     query = _snapshot_query().order_by(snapshots.c.taken_at.desc(), snapshots.c.id.desc())
@@ -113,14 +106,23 @@ def list_snapshots(conn: Connection, flt: SnapshotFilter) -> list[Snapshot]:
         query = query.where(snapshots.c.taken_at >= flt.since)
     if flt.until is not None:
         query = query.where(snapshots.c.taken_at <= flt.until)
-    pattern = re.compile(flt.name) if flt.name is not None else None
+    pattern = compile_name(flt.name) if flt.name is not None else None
     if flt.limit is not None and pattern is None:
         query = query.limit(flt.limit)
     found = []
+    # A process's names are the same in each of its snapshots: matched once per process
+    # (a pattern may be slow on a long command line).
+    matched: dict[int, bool] = {}
     for row in conn.execute(query):
         snap = _snapshot(row)
-        if pattern is not None and not name_matches(pattern, snap.command, snap.exe, snap.cmdline):
-            continue
+        if pattern is not None:
+            hit = matched.get(snap.process_id)
+            if hit is None:
+                hit = matched[snap.process_id] = name_matches(
+                    pattern, snap.command, snap.exe, snap.cmdline
+                )
+            if not hit:
+                continue
         found.append(snap)
         if flt.limit is not None and len(found) >= flt.limit:
             break
@@ -133,7 +135,10 @@ def kind_totals(conn: Connection, snapshot_id: int) -> dict[str, Totals]:
 
 
 def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
-    row = conn.execute(_snapshot_query().where(snapshots.c.id == snapshot_id)).first()
+    # Compared as a BIGINT: an id past what PostgreSQL's INTEGER ids hold is simply not
+    # there (as an INTEGER parameter it would be a database error).
+    wanted = literal(snapshot_id, BigInteger)
+    row = conn.execute(_snapshot_query().where(snapshots.c.id == wanted)).first()
     if row is None:
         raise NotFoundError(f"no snapshot {snapshot_id}")
     return _snapshot(row, kind_totals(conn, snapshot_id))
@@ -264,37 +269,155 @@ def paths_alive_at_both(
     return {row.text for row in conn.execute(query)}
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessSeen:
+    """One process among some snapshots: the first and last of them, and how many."""
+
+    process_id: int
+    first: Snapshot
+    last: Snapshot
+    count: int
+
+    @property
+    def pid(self) -> int:
+        return self.first.pid
+
+    @property
+    def command(self) -> str:
+        return self.last.command
+
+    def describe(self, with_pid: bool = True) -> str:
+        """`python3 on vm: 2 snapshots, ids 2 to 3, 2026-11-25 15:13:04 to 15:13:06`."""
+        first, last = (s.taken_at.astimezone() for s in (self.first, self.last))
+        command = visible(self.command)
+        who = f"{self.pid} ({command})" if with_pid else command
+        where = f"{who} on {visible(self.last.host)}"
+        if self.count == 1:
+            return f"{where}: snapshot {self.first.id} at {first:%Y-%m-%d %H:%M:%S}"
+        until = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M:%S}"
+        return (
+            f"{where}: {self.count} snapshots, ids {self.first.id} to {self.last.id}, "
+            f"{first:%Y-%m-%d %H:%M:%S} to {until}"
+        )
+
+
+def group_processes(snaps: Sequence[Snapshot]) -> list[ProcessSeen]:
+    """The processes these snapshots are of, in the order they were first recorded.
+
+    A process is one `processes` row (host, boot, pid and start time): a pid reused by
+    another program, or given to an imported text, is another process."""
+    firsts: dict[int, Snapshot] = {}
+    lasts: dict[int, Snapshot] = {}
+    counts: dict[int, int] = {}
+    for s in snaps:
+        key = s.process_id
+        first, last = firsts.get(key), lasts.get(key)
+        if first is None or (s.taken_at, s.id) < (first.taken_at, first.id):
+            firsts[key] = s
+        if last is None or (s.taken_at, s.id) > (last.taken_at, last.id):
+            lasts[key] = s
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        ProcessSeen(key, first, lasts[key], counts[key])
+        for key, first in sorted(firsts.items(), key=lambda kv: (kv[1].taken_at, kv[1].id))
+    ]
+
+
+def describe_processes(seen: Sequence[ProcessSeen], most: int = 10) -> str:
+    """The processes on one line, the first `most` of them (with their pids where
+    these differ)."""
+    with_pid = len({p.pid for p in seen}) > 1
+    shown = "; ".join(p.describe(with_pid) for p in seen[:most])
+    return shown if len(seen) <= most else f"{shown}; and {len(seen) - most} more"
+
+
+def _selected(pid: int | None, name: str | None) -> str:
+    if pid is not None and name is not None:
+        return f"pid {pid} matching {name!r}"
+    if pid is not None:
+        return f"pid {pid}"
+    return f"--name {name!r}" if name is not None else "the snapshots"
+
+
+def one_process(
+    snaps: Sequence[Snapshot], pid: int | None, name: str | None, choose: str
+) -> Sequence[Snapshot]:
+    """`snaps` when they are all of one process; else `SeveralProcesses` listing them,
+    with `choose` saying how to pick one."""
+    seen = group_processes(snaps)
+    if len(seen) <= 1:
+        return snaps
+    if pid is not None and name is None:
+        what = f"pid {pid} names {len(seen)} recorded processes"
+    elif pid is None and name is None:
+        what = f"{len(seen)} processes were recorded"
+    else:
+        what = f"{_selected(pid, name)} matches {len(seen)} recorded processes"
+    raise SeveralProcesses(f"{what}: {describe_processes(seen)}\n{choose}")
+
+
 def snapshot_at(
     conn: Connection, when: datetime, pid: int | None = None, name: str | None = None
 ) -> Snapshot:
-    """The latest snapshot taken at or before `when`, of the process selected."""
+    """The latest snapshot taken at or before `when`, of the one process selected (by
+    pid, name pattern, or because only one was recorded by then)."""
     candidates = list_snapshots(conn, SnapshotFilter(pid=pid, name=name, until=when))
     if not candidates:
-        who = f" of pid {pid}" if pid is not None else f" matching {name!r}" if name else ""
+        who = f" of {_selected(pid, name)}" if pid is not None or name is not None else ""
         raise NotFoundError(f"nothing recorded{who} at or before {when.isoformat()}")
-    processes_seen = {s.process_id: s for s in candidates}
-    # A pid names one process at a time (if it was reused, the latest is meant); a name
-    # pattern or nothing at all may match several, and then the person must choose.
-    if pid is None and len(processes_seen) > 1:
-        names = ", ".join(
-            f"{s.pid} ({visible(s.command)})"
-            for s in sorted(processes_seen.values(), key=lambda s: s.pid)[:10]
-        )
-        more = "" if len(processes_seen) <= 10 else f" and {len(processes_seen) - 10} more"
-        raise NotFoundError(
-            f"several processes were recorded by then: {names}{more}; choose one with "
-            "--pid or --name"
-        )
+    if pid is not None:
+        choose = "show one of their snapshots by its id (memsnap show ID)"
+    else:
+        other = "--pid" if name is not None else "--pid or --name"
+        choose = f"choose one with {other}, or show a snapshot by its id (memsnap show ID)"
+    one_process(candidates, pid, name, choose)
     return get_snapshot(conn, candidates[0].id)
 
 
-def process_snapshots(
-    conn: Connection, pid: int, since: datetime | None = None, until: datetime | None = None
+def history_of(
+    conn: Connection,
+    pid: int | None = None,
+    name: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    choose: str | None = None,
 ) -> list[Snapshot]:
-    """Every snapshot of processes with this pid, oldest first, with kind totals."""
-    snaps = list_snapshots(conn, SnapshotFilter(pid=pid, since=since, until=until))
-    snaps.reverse()
-    return [replace(s, kinds=kind_totals(conn, s.id)) for s in snaps]
+    """The snapshots of the one process selected (by pid and/or name pattern, within
+    the times given), newest first; `NotFoundError` when there are none and
+    `SeveralProcesses` when they are of more than one process."""
+    snaps = list_snapshots(conn, SnapshotFilter(pid=pid, name=name, since=since, until=until))
+    if not snaps:
+        span = " in that time" if since is not None or until is not None else ""
+        raise NotFoundError(f"no snapshots of {_selected(pid, name)}{span}")
+    if choose is None:
+        choose = "narrow it to one with " + (
+            "--since/--until" if pid is not None else "--pid, --since or --until"
+        )
+    one_process(snaps, pid, name, choose)
+    return snaps
+
+
+def process_snapshots(
+    conn: Connection,
+    pid: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    name: str | None = None,
+) -> list[Snapshot]:
+    """A replay's steps: every snapshot of the one process selected, oldest first,
+    with kind totals."""
+    snaps = history_of(conn, pid, name, since, until)
+    return [replace(s, kinds=kind_totals(conn, s.id)) for s in reversed(snaps)]
+
+
+def last_two(conn: Connection, pid: int) -> tuple[Snapshot, Snapshot]:
+    """The last two snapshots of the process with this pid (the one process it names)."""
+    snaps = history_of(conn, pid, choose="diff two of their snapshots by id (memsnap diff A B)")
+    if len(snaps) < 2:
+        raise MemsnapError(
+            f"pid {pid} has one snapshot ({snaps[0].id}): record it again to have a change"
+        )
+    return get_snapshot(conn, snaps[1].id), get_snapshot(conn, snaps[0].id)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from memsnap.errors import (
     ProcessError,
     ProcessGone,
 )
-from memsnap.history import name_matches
+from memsnap.match import name_matches
 from memsnap.procfs import Proc, ProcessInfo
 from memsnap.record import Recorded, record_pid
 from memsnap.store.database import Database

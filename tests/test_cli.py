@@ -186,13 +186,17 @@ def test_show_csv_has_every_region(sqlite_cli: Cli) -> None:
     assert weird["path"] == "/var/tmp/demo/we ird\\x0aname.bin"
 
 
-def test_show_at_picks_the_latest_before(sqlite_cli: Cli) -> None:
+def test_show_at_picks_the_process_by_pid(sqlite_cli: Cli) -> None:
     imported(sqlite_cli, LOCAL_MAPS, 10)
-    imported(sqlite_cli, LOCAL_MAPS, 10)
-    doc = json.loads(sqlite_cli("show", "--at", "now", "--pid", "10", "--format", "json").stdout)
+    imported(sqlite_cli, LOCAL_MAPS, 20)
+    doc = json.loads(sqlite_cli("show", "--at", "now", "--pid", "20", "--format", "json").stdout)
     assert doc["snapshot"]["id"] == 2
     err = one_line_error(sqlite_cli("show", "--at", "1h ago", "--pid", "10"), 1)
     assert "nothing recorded" in err
+    # Another import under pid 10 is another process: the pid no longer names one.
+    imported(sqlite_cli, LOCAL_MAPS, 10)
+    err = one_line_error(sqlite_cli("show", "--at", "now", "--pid", "10"), 1)
+    assert "pid 10 names 2 recorded processes" in err and "memsnap show ID" in err
 
 
 def test_colors_only_on_request_and_with_a_legend() -> None:

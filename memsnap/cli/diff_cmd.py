@@ -1,4 +1,4 @@
-"""`memsnap diff A B`: what changed from snapshot A to snapshot B."""
+"""`memsnap diff A B` / `memsnap diff --pid PID`: what changed between two snapshots."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ from memsnap.cli.common import (
     echo,
     use_color,
 )
+from memsnap.cli.picking import id_argument, pid_option
+from memsnap.errors import UsageError
 
 
 def diff(
     ctx: typer.Context,
-    a: int = typer.Argument(..., metavar="A", help="The earlier snapshot id."),
-    b: int = typer.Argument(..., metavar="B", help="The later snapshot id."),
+    a: int | None = id_argument("[A]", "The earlier snapshot id."),
+    b: int | None = id_argument("[B]", "The later snapshot id."),
+    pid: int | None = pid_option("The last two snapshots of this process (instead of A B)."),
     fmt: DocumentFormat = DOCUMENT_FORMAT_OPTION,
     style: str = STYLE_OPTION,
     regions: bool = typer.Option(
@@ -32,14 +35,21 @@ def diff(
     kind_options: list[str] = DIFF_KIND_OPTION,
     sort: SortKey = SORT_OPTION,
 ) -> None:
-    """Show what changed from snapshot A to snapshot B."""
+    """Show what changed from snapshot A to snapshot B, or in a process's last step."""
     from memsnap import history, render
     from memsnap.render_diff import diff_json, diff_table, narrowed
 
+    if pid is not None and a is not None:
+        raise UsageError("give two snapshot ids or --pid PID, not both")
+    if pid is None and (a is None or b is None):
+        raise UsageError("give two snapshot ids A B, or --pid PID")
     with database(ctx) as db, db.reading() as conn:
-        result = history.diff_between(
-            conn, history.get_snapshot(conn, a), history.get_snapshot(conn, b)
-        )
+        if pid is not None:
+            before, after = history.last_two(conn, pid)
+        else:
+            assert a is not None and b is not None
+            before, after = history.get_snapshot(conn, a), history.get_snapshot(conn, b)
+        result = history.diff_between(conn, before, after)
     result = narrowed(result, chosen_kinds(kind_options), sort.value)
     if fmt is DocumentFormat.json:
         echo(render.dumps(diff_json(result)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import typer
 
 from memsnap.cli.common import (
@@ -13,51 +11,47 @@ from memsnap.cli.common import (
     database,
     echo,
 )
-from memsnap.errors import UsageError
+from memsnap.cli.picking import limit_option, name_option, pid_option
+from memsnap.match import compile_name
 from memsnap.timeparse import parse_time
-
-
-def compile_name(name: str | None) -> str | None:
-    """Check a --name regular expression up front, so a bad one is a usage error."""
-    if name is None:
-        return None
-    try:
-        re.compile(name)
-    except re.error as exc:
-        raise UsageError(f"--name {name!r} is not a valid regular expression: {exc}") from None
-    return name
 
 
 def list_snapshots(
     ctx: typer.Context,
-    pid: int | None = typer.Option(None, "--pid", help="Only this pid."),
-    name: str | None = typer.Option(
-        None, "--name", help="Only commands matching this regular expression."
-    ),
+    pid: int | None = pid_option("Only this pid (every process that had it)."),
+    name: str | None = name_option(),
     since: str | None = typer.Option(
         None, "--since", metavar="TIME", help="Taken at or after TIME (ISO 8601, epoch, '2h ago')."
     ),
     until: str | None = typer.Option(
         None, "--until", metavar="TIME", help="Taken at or before TIME."
     ),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many."),
+    limit: int | None = limit_option(),
     fmt: OutputFormat = FORMAT_OPTION,
     style: str = STYLE_OPTION,
 ) -> None:
     """List the recorded snapshots, newest first."""
     from memsnap import render
-    from memsnap.history import SnapshotFilter
+    from memsnap.history import SnapshotFilter, describe_processes, group_processes
     from memsnap.history import list_snapshots as query
 
     flt = SnapshotFilter(
         pid=pid,
-        name=compile_name(name),
+        name=name if name is None else compile_name(name).pattern,
         since=parse_time(since) if since else None,
         until=parse_time(until) if until else None,
         limit=limit,
     )
     with database(ctx) as db, db.reading() as conn:
         snaps = query(conn, flt)
+    if pid is not None and len(seen := group_processes(snaps)) > 1:
+        # The rows are the choice here: all are listed, and the note says they are of
+        # different processes (a reused pid, or an import given the pid).
+        echo(
+            f"memsnap: note: pid {pid} names {len(seen)} processes here: "
+            f"{describe_processes(seen)}",
+            err=True,
+        )
     if fmt is OutputFormat.json:
         echo(render.dumps({"snapshots": [render.snapshot_json(s) for s in snaps]}))
     elif fmt is OutputFormat.csv:

@@ -164,7 +164,10 @@ def record(
     ),
     all_: bool = typer.Option(False, "--all", help="Every process memsnap may read."),
     name: str | None = typer.Option(
-        None, "--name", metavar="REGEX", help="Only processes whose command matches."
+        None,
+        "--name",
+        metavar="REGEX",
+        help="Only processes whose command line, command or program matches (as pgrep -f).",
     ),
     label: str | None = typer.Option(
         None, "--label", metavar="TEXT", help="A note kept with each snapshot."
@@ -189,10 +192,10 @@ def record(
     ),
 ) -> None:
     """Take a snapshot of each process, or import a saved maps/smaps text."""
-    from memsnap.cli.list_cmd import compile_name
+    from memsnap.match import compile_name
 
     check_watch_options(every, count)
-    pattern = compile_name(name)
+    pattern = None if name is None else compile_name(name)
     if from_file is not None:
         if pids or all_ or every is not None or name is not None:
             raise UsageError("--from-file imports one text: no PIDs, --all, --name or --every")
@@ -207,8 +210,6 @@ def record(
     if not all_ and not pids:
         raise UsageError("give at least one PID, --all, or --from-file FILE --pid PID")
 
-    import re
-
     from memsnap.procfs import Proc
     from memsnap.sweep import Sweep
 
@@ -218,7 +219,7 @@ def record(
             Proc(),
             smaps=not no_smaps,
             label=label,
-            name=re.compile(pattern) if pattern is not None else None,
+            name=pattern,
         )
         code = record_live(sweep, None if all_ else list(pids), every, count)
     if code:

@@ -1,4 +1,4 @@
-"""`memsnap replay --pid PID`: a process's recorded history, step by step."""
+"""`memsnap replay --pid PID | --name REGEX`: one process's recorded history, step by step."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ from memsnap.cli.common import (
     echo,
     use_color,
 )
-from memsnap.errors import NotFoundError
+from memsnap.cli.picking import name_option, pid_option
+from memsnap.errors import UsageError
+from memsnap.match import compile_name
 from memsnap.timeparse import parse_time
 
 
 def replay(
     ctx: typer.Context,
-    pid: int = typer.Option(..., "--pid", help="The process to replay."),
+    pid: int | None = pid_option("The process to replay."),
+    name: str | None = name_option(
+        "The process to replay, by a Python regex on its command line, command or program "
+        "(as pgrep -f); one process must match."
+    ),
     since: str | None = typer.Option(
         None, "--since", metavar="TIME", help="Start at TIME (ISO 8601, epoch, '2h ago')."
     ),
@@ -28,16 +34,17 @@ def replay(
     fmt: DocumentFormat = DOCUMENT_FORMAT_OPTION,
     style: str = STYLE_OPTION,
 ) -> None:
-    """Walk a process's snapshots in time order, with each step's change."""
+    """Walk one process's snapshots in time order, with each step's change."""
     from memsnap import history, render
     from memsnap.render_diff import replay_json, replay_table
 
+    if pid is None and name is None:
+        raise UsageError("replay needs the process: --pid PID or --name REGEX")
+    pattern = None if name is None else compile_name(name).pattern
     start = parse_time(since) if since else None
     end = parse_time(until) if until else None
     with database(ctx) as db, db.reading() as conn:
-        snaps = history.process_snapshots(conn, pid, start, end)
-        if not snaps:
-            raise NotFoundError(f"no snapshots of pid {pid} in that time")
+        snaps = history.process_snapshots(conn, pid, start, end, name=pattern)
         steps = [(snaps[0], None)] + [
             (b, history.diff_between(conn, a, b)) for a, b in itertools.pairwise(snaps)
         ]

@@ -18,20 +18,19 @@ from memsnap.cli.common import (
     echo,
     use_color,
 )
-from memsnap.cli.list_cmd import compile_name
+from memsnap.cli.picking import id_argument, name_option, pid_option
 from memsnap.errors import UsageError
+from memsnap.match import compile_name
 
 
 def show(
     ctx: typer.Context,
-    snapshot_id: int | None = typer.Argument(None, metavar="[ID]", help="Snapshot id."),
+    snapshot_id: int | None = id_argument("[ID]", "Snapshot id."),
     at: str | None = typer.Option(
         None, "--at", metavar="TIME", help="The latest snapshot taken at or before TIME."
     ),
-    pid: int | None = typer.Option(None, "--pid", help="With --at: the process."),
-    name: str | None = typer.Option(
-        None, "--name", help="With --at: the process, by command regex."
-    ),
+    pid: int | None = pid_option("With --at: the process."),
+    name: str | None = name_option("With --at: the process, by a Python regex (as pgrep -f)."),
     fmt: OutputFormat = FORMAT_OPTION,
     style: str = STYLE_OPTION,
     gaps: bool = typer.Option(False, "--gaps", help="Show unmapped holes as 'gap' rows."),
@@ -52,9 +51,10 @@ def show(
     if at is None and (pid is not None or name is not None):
         raise UsageError("--pid and --name select a process for --at")
     when = parse_time(at) if at is not None else None
+    pattern = None if name is None else compile_name(name).pattern
     with database(ctx) as db, db.reading() as conn:
         if when is not None:
-            snap = history.snapshot_at(conn, when, pid=pid, name=compile_name(name))
+            snap = history.snapshot_at(conn, when, pid=pid, name=pattern)
         else:
             assert snapshot_id is not None
             snap = history.get_snapshot(conn, snapshot_id)
