@@ -6,8 +6,6 @@ The policy is `memsnap.retention`'s (restic's `forget`), the deleting and the va
 
 from __future__ import annotations
 
-import re
-
 import typer
 
 from memsnap.cli.common import (
@@ -17,7 +15,7 @@ from memsnap.cli.common import (
     database,
     echo,
 )
-from memsnap.cli.list_cmd import compile_name
+from memsnap.cli.picking import name_option, pid_option
 
 
 def prune(
@@ -56,10 +54,8 @@ def prune(
         metavar="N",
         help="The same for weeks (ISO weeks, from Monday).",
     ),
-    pid: int | None = typer.Option(None, "--pid", help="Only processes with this pid."),
-    name: str | None = typer.Option(
-        None, "--name", help="Only processes matching this regular expression."
-    ),
+    pid: int | None = pid_option("Only processes with this pid."),
+    name: str | None = name_option(),
     host: str | None = typer.Option(None, "--host", help="Only this host's processes."),
     dry_run: bool = typer.Option(
         False, "--dry-run", "-n", help="List what would be removed; remove nothing."
@@ -76,6 +72,7 @@ def prune(
     from datetime import datetime, timezone
 
     from memsnap import render
+    from memsnap.match import compile_name
     from memsnap.retention import Policy, parse_duration, require_rule
     from memsnap.store.prune import Selection
     from memsnap.store.prune import prune as run
@@ -89,10 +86,7 @@ def prune(
         within=parse_duration(keep_within) if keep_within is not None else None,
     )
     require_rule(policy)
-    pattern = compile_name(name)
-    chosen = Selection(
-        pid=pid, name=re.compile(pattern) if pattern is not None else None, host=host
-    )
+    chosen = Selection(pid=pid, name=None if name is None else compile_name(name), host=host)
     with database(ctx) as db:
         # Periods are the local time zone's (tz None), as `list` shows times.
         result = run(db, policy, chosen, None, datetime.now(timezone.utc), dry_run)

@@ -62,7 +62,7 @@ class PruneResult:
 
 
 def _chosen_processes(conn: Connection, chosen: Selection) -> list[int]:
-    from memsnap.history import name_matches
+    from memsnap.match import name_matches
 
     query = select(processes.c.id, processes.c.command, processes.c.exe, processes.c.cmdline)
     if chosen.pid is not None:
