@@ -36,4 +36,4 @@ def id_argument(metavar: str, help: str) -> Any:
 
 
 def limit_option() -> Any:
-    return typer.Option(None, "--limit", min=1, max=ID_MAX, help="At most this many.")
+    return typer.Option(None, "--limit", metavar="N", min=1, max=ID_MAX, help="At most this many.")
