@@ -197,7 +197,9 @@ def _is_memfd(path: str | None) -> bool:
 def _writable_shared(regions: Sequence[Region]) -> set[tuple[str, int]]:
     """(device, inode) of the files the process maps shared and writable."""
     return {
-        (r.dev, r.inode) for r in regions if r.perms[1] == "w" and r.perms[3] == "s" and _is_file(r)
+        (r.dev, r.inode)
+        for r in regions
+        if "w" in r.perms and r.perms.endswith("s") and _is_file(r)
     }
 
 
@@ -206,7 +208,7 @@ def _dual_mapped(r: Region, writable: set[tuple[str, int]]) -> bool:
     code written through one address and run through the other. JIT code heaps are made
     so to keep each page W^X: asmjit (Erlang's BEAM JIT), xbyak and .NET's double mapper
     map one memfd twice. A loaded ELF never is: the loader and execve map it private."""
-    return r.perms[2] == "x" and r.perms[3] == "s" and _is_file(r) and (r.dev, r.inode) in writable
+    return "x" in r.perms and r.perms.endswith("s") and _is_file(r) and (r.dev, r.inode) in writable
 
 
 def memfd_exec(regions: Sequence[Region], facts: Facts) -> list[Finding]:
@@ -368,7 +370,7 @@ def wx(regions: Sequence[Region], facts: Facts) -> list[Finding]:
             out.append(_finding("wx", f"{_where(r)} is writable and executable", r))
         elif _dual_mapped(r, writable):
             twin = next(
-                t for t in regions if (t.dev, t.inode) == (r.dev, r.inode) and t.perms[1] == "w"
+                t for t in regions if (t.dev, t.inode) == (r.dev, r.inode) and "w" in t.perms
             )
             why = f"{_where(r)} is executable, and writable as {_where(twin)}"
             out.append(_finding("wx", why, r, ("dual-mapped",)))

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import fixture_text
 from memsnap.classify import classify
@@ -918,3 +920,59 @@ def test_rules_on_real_captures(
     name: str, expected: dict[tuple[str, tuple[str, ...]], int]
 ) -> None:
     assert summary(name) == expected
+
+
+# --- hostile rows ----------------------------------------------------------------------------
+
+sizes = st.one_of(st.none(), st.integers(min_value=0, max_value=2**64))
+hostile_regions = st.builds(
+    Region,
+    start=st.integers(min_value=0, max_value=2**64 - 1),
+    end=st.integers(min_value=0, max_value=2**64 - 1),
+    perms=st.one_of(st.text(max_size=6), st.sampled_from(["rwxp", "r-xs", "rw-s", "r--p"])),
+    offset=st.integers(min_value=0, max_value=2**64 - 1),
+    dev=st.one_of(st.text(max_size=12), st.sampled_from(["00:00", "fe:01", "0:0"])),
+    inode=st.integers(min_value=0, max_value=2**64 - 1),
+    path=st.one_of(
+        st.none(),
+        st.text(max_size=40),
+        st.sampled_from(["[heap]", "[stack]", "/memfd:x", "/tmp/a.so", "[vdso]"]),
+    ),
+    deleted=st.booleans(),
+    rss=sizes,
+    private_dirty=sizes,
+    anonymous=sizes,
+    swap=sizes,
+    kind=st.one_of(st.text(max_size=12), st.sampled_from(["heap", "stack", "text"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    snapshots=st.lists(st.lists(hostile_regions, max_size=8), min_size=1, max_size=3),
+    command=st.text(max_size=20),
+    exe=st.one_of(st.none(), st.text(max_size=20)),
+)
+def test_rules_take_any_row_a_database_hands_back(
+    snapshots: list[list[Region]], command: str, exe: str | None
+) -> None:
+    # A shared database's rows are written by whoever can write to it: no rule may
+    # fail on them, and every finding points at one of the regions it was given.
+    facts = Facts(command, (command,), exe)
+    reported = []
+    for regions in snapshots:
+        for f in check(regions, facts):
+            assert f.region is None or f.region in regions
+            assert f.rule in RULES and f.severity == RULES[f.rule].severity
+            reported.append(Reported(snapshot(command=command), f))
+    for index, f in w_then_x(snapshots):
+        assert f.region in snapshots[index]
+    # And every document of them is written whole, one sample per line.
+    findings_json(reported, len(snapshots), 1, history=True)
+    findings_csv(reported, history=True)
+    text = findings_openmetrics(reported)
+    lines = text.split("\n")  # OpenMetrics ends a line at "\n" only
+    assert lines[-2:] == ["# EOF", ""]
+    samples = [line for line in lines if line.startswith("memsnap_finding{")]
+    assert len(samples) == len(set(samples))
+    assert len(lines) - 1 == 5 + len(RULES) + len(samples)
