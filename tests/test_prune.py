@@ -367,3 +367,44 @@ def test_a_prune_killed_halfway_loses_nothing_it_should_keep(
     # And the next prune finishes the job.
     json_of(cli, "prune", "--keep-last", "1")
     assert [seqs_of(cli, pid) for pid in (first, second, third)] == [[1, 10]] * 3
+
+
+@pytest.mark.parametrize("newest_path", ["deleted", "libz"])
+def test_a_recorder_remembering_a_path_prune_deleted_still_records(
+    cli: Cli, db_url: str, target: Target, tmp_path: Path, newest_path: str
+) -> None:
+    """A watch keeps one connection for hours and remembers the path ids it has seen;
+    a prune elsewhere may delete a path in between (libz, mapped only in snapshots that
+    went). When the process maps that path again, the watch must still record it, under
+    its own name: whether or not libz was the newest path row (SQLite hands a deleted
+    highest id to the next row inserted)."""
+    from memsnap.procfs import Proc
+    from memsnap.record import record_pid
+
+    watch = open_database(db_url)
+    try:
+        proc = Proc()
+        record_pid(watch, proc, target.pid)
+        target.send("dlopen libz.so.1")
+        record_pid(watch, proc, target.pid)  # libz's path row is new here
+        target.send("heap 4096")
+        record_pid(watch, proc, target.pid)  # and found (and remembered) here
+        target.send("dlclose")
+        if newest_path == "deleted":
+            target.send(f"deleted {tmp_path}")  # a newer path row than libz's
+        record_pid(watch, proc, target.pid)
+        json_of(cli, "prune", "--keep-last", "1")
+        libz_left = any("/libz.so" in p for p in path_texts(db_url))
+        target.send("memfd")  # a path row inserted after the prune
+        record_pid(watch, proc, target.pid)
+        target.send("dlopen libz.so.1")
+        again = record_pid(watch, proc, target.pid)
+    finally:
+        watch.close()
+    shown = json_of(cli, "show", str(again.snapshot_id))
+    by_kind = {(r["kind"], r["path"]) for r in shown["regions"]}
+    assert any(k == "lib-text" and p and "/libz.so" in p for k, p in by_kind)
+    assert all(k == "shmem" for k, p in by_kind if p and p.startswith("/memfd:"))
+    # libz went with its snapshots, unless it was the newest path row (kept so that no
+    # id is ever handed out twice).
+    assert libz_left == (newest_path == "libz")

@@ -34,7 +34,13 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from memsnap.errors import DatabaseError, NotFoundError, UsageError
 from memsnap.store import dbfile
@@ -131,17 +137,31 @@ class Database:
         try:
             with conn.begin():
                 yield conn
+        except IntegrityError:
+            # What this connection remembers of the database (the path ids of
+            # `writer.intern_paths`) may name rows another process deleted since (a
+            # prune): a foreign key then fails. Forget it; `write` runs the work again.
+            for key in [k for k in conn.info if str(k).startswith("memsnap.")]:
+                del conn.info[key]
+            raise
         finally:
             conn.close()
 
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one write transaction. PostgreSQL may abort one of two
         transactions that wait on each other (deadlock, serialisation failure); then
-        nothing of it was written, and it is simply run again."""
+        nothing of it was written, and it is simply run again. So is work that broke an
+        integrity rule, once, with what the connection remembered forgotten (`writing`);
+        a second time it is a real failure."""
+        forgot = False
         for attempt in range(_WRITE_ATTEMPTS):
             try:
                 with self.writing() as conn:
                     return work(conn)
+            except IntegrityError:
+                if forgot or attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+                forgot = True
             except OperationalError as exc:
                 code = getattr(getattr(exc, "orig", None), "sqlstate", None)
                 if code not in _RETRYABLE or attempt == _WRITE_ATTEMPTS - 1:

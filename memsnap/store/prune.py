@@ -111,14 +111,20 @@ def _forget(conn: Connection, process_row: int, removed_ids: list[int]) -> None:
     path_ids = sorted({row[0] for row in gone if row[0] is not None})
     if not path_ids:
         return
-    # Another transaction may start using one of these paths at any moment (on
+    # A recorder elsewhere may remember a path's id for as long as its connection
+    # lives (`writer.intern_paths`). A deleted id it still uses then fails a foreign key
+    # and the recorder looks again (`Database.write`); but an id handed out twice would
+    # silently give its regions another path. SQLite gives a new row the highest id
+    # plus one, so the row with the highest id is never deleted: no id then comes back.
+    # Another transaction may also start using one of these paths at any moment (on
     # PostgreSQL, concurrently): then that path stays, the rest of the prune does not
     # fail, and a later prune takes it.
     try:
         with conn.begin_nested():
             _in_chunks(
                 conn,
-                "DELETE FROM paths WHERE id IN ({ids}) AND id NOT IN "
+                "DELETE FROM paths WHERE id IN ({ids}) "
+                "AND id < (SELECT MAX(newest.id) FROM paths newest) AND id NOT IN "
                 "(SELECT path_id FROM regions WHERE path_id IS NOT NULL)",
                 path_ids,
             )
