@@ -81,20 +81,31 @@ class Policy:
         return not (self.last or self.hourly or self.daily or self.weekly or self.within)
 
     def describe(self) -> str:
-        parts = [
-            f"{n} {what}"
-            for n, what in (
-                (self.last, "latest"),
-                (self.hourly, "hourly"),
-                (self.daily, "daily"),
-                (self.weekly, "weekly"),
+        """The policy as the options that give it: `--keep-last 2 --keep-within 1d`."""
+        rules = [
+            f"--keep-{name} {n}"
+            for name, n in (
+                ("last", self.last),
+                ("hourly", self.hourly),
+                ("daily", self.daily),
+                ("weekly", self.weekly),
             )
             if n
         ]
-        text = f"keep {', '.join(parts)} snapshots" if parts else "keep"
         if self.within:
-            text += f"{' and' if parts else ''} all snapshots within {self.within} of the latest"
-        return text + ", and every process's first and latest"
+            rules.append(f"--keep-within {_spell(self.within)}")
+        return " ".join(rules)
+
+
+def _spell(duration: timedelta) -> str:
+    """A duration as DURATION spells it: `1d12h`."""
+    seconds = int(duration.total_seconds())
+    parts = []
+    for unit in ("w", "d", "h", "m"):
+        n, seconds = divmod(seconds, _DURATION_UNITS[unit])
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,6 +225,15 @@ def test_prune_within_and_name_and_host_filters(cli: Cli, db_url: str, target_bi
     assert json_of(cli, "prune", "--keep-last", "1", "--name", "^nomatch$")["removed"] == []
     assert json_of(cli, "prune", "--keep-last", "1", "--host", "not-" + host)["removed"] == []
     assert seqs_of(cli, one.pid) == list(range(1, 11))
+    dry = cli("prune", "--keep-last", "2", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[-1] == (
+        "would remove 7 snapshots, keep 3, of 1 process under --keep-last 2, with "
+        "each one's first and latest; dry run: nothing removed"
+    )
+    assert sum(f" {one.pid} " in line for line in lines) == 7  # one row per snapshot
+    assert seqs_of(cli, one.pid) == list(range(1, 11))
     # Within 4h30m of 09:30: after 05:00, so 05:20 on.
     out = cli("prune", "--keep-within", "4h30m", "--name", "target", "--host", host)
     assert out.exit_code == 0, out.stderr

@@ -203,3 +203,8 @@ def test_malformed_durations_are_usage_errors(text: str) -> None:
 def test_negative_counts_are_usage_errors() -> None:
     with pytest.raises(UsageError):
         Policy(last=-1)
+
+
+def test_a_policy_describes_itself_as_its_options() -> None:
+    policy = Policy(last=2, daily=7, within=parse_duration("1w1d12h30m"))
+    assert policy.describe() == "--keep-last 2 --keep-daily 7 --keep-within 1w1d12h30m"

@@ -115,8 +115,8 @@ def prune(
             echo(render.list_table(result.removed, style))
         echo(
             f"would remove {plural(gone, 'snapshot')}, keep {result.kept}, of "
-            f"{plural(result.processes, 'process', 'processes')} ({policy.describe()}); "
-            "dry run: nothing removed"
+            f"{plural(result.processes, 'process', 'processes')} under {policy.describe()}, "
+            "with each one's first and latest; dry run: nothing removed"
         )
     else:
         echo(
