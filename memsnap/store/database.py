@@ -54,7 +54,7 @@ from memsnap.store.identify import (
 )
 
 # The newest migration in migrations/versions; a test checks it against Alembic's head.
-SCHEMA_HEAD = "0003_uss"
+SCHEMA_HEAD = "0004_views"
 SQLITE_MAGIC = dbfile.SQLITE_MAGIC
 BUSY_TIMEOUT_S = 30
 # How long a writer waits for the lock in silence before saying what it waits for.
