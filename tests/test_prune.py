@@ -7,9 +7,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -417,3 +419,40 @@ def test_a_recorder_remembering_a_path_prune_deleted_still_records(
     # libz went with its snapshots, unless it was the newest path row (kept so that no
     # id is ever handed out twice).
     assert libz_left == (newest_path == "libz")
+
+
+def test_prune_of_a_database_the_user_may_only_read_says_so(target: Target) -> None:
+    import test_dbpath
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv (util-linux) to act as another user")
+    as_nobody = [setpriv, f"--reuid={test_dbpath.NOBODY}", f"--regid={test_dbpath.NOBODY}"]
+    as_nobody += ["--clear-groups", "--"]
+    memsnap = test_dbpath.memsnap
+    folder = Path(tempfile.mkdtemp(prefix="memsnap-root-"))
+    folder.chmod(0o755)
+    try:
+        _prune_read_only(folder / "memsnap.db", as_nobody, memsnap, target)
+    finally:
+        shutil.rmtree(folder)
+
+
+def _prune_read_only(path: Path, as_nobody: list[str], memsnap: Any, target: Target) -> None:
+    for _ in range(3):
+        record(Cli(str(path)), target.pid)
+    path.chmod(0o644)
+    before = path.read_bytes()
+    dry = memsnap(str(path), "prune", "--keep-last", "1", "--dry-run", user=as_nobody)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[-1].startswith("would remove 1 snapshot(s), keep 2")
+    done = memsnap(str(path), "prune", "--keep-last", "1", user=as_nobody)
+    assert done.returncode == 1
+    assert "read-only to you" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert path.read_bytes() == before
+
+
+def test_prune_of_a_missing_database_creates_none(tmp_path: Path) -> None:
+    out = Cli(str(tmp_path / "none.db"))("prune", "--keep-last", "1")
+    assert out.exit_code == 1 and "nothing recorded" in out.stderr
+    assert list(tmp_path.iterdir()) == []
