@@ -445,7 +445,7 @@ def _prune_read_only(path: Path, as_nobody: list[str], memsnap: Any, target: Tar
     before = path.read_bytes()
     dry = memsnap(str(path), "prune", "--keep-last", "1", "--dry-run", user=as_nobody)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.splitlines()[-1].startswith("would remove 1 snapshot(s), keep 2")
+    assert dry.stdout.splitlines()[-1].startswith("would remove 1 snapshot, keep 2")
     done = memsnap(str(path), "prune", "--keep-last", "1", user=as_nobody)
     assert done.returncode == 1
     assert "read-only to you" in done.stderr and len(done.stderr.splitlines()) == 1
