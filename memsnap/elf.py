@@ -6,18 +6,18 @@ the rest as anonymous memory; that anonymous memory is what memsnap calls bss. W
 lies follows from the load bias: the address of the object's offset-0 mapping minus its
 first segment's page-aligned `p_vaddr`.
 
-Only the ELF and program headers are read (a few hundred bytes), never the whole file.
+Pure: it parses the first bytes of a file (the ELF and program headers, a few hundred
+bytes); reading them from a mapped file is `memsnap.capture.record`'s.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 _PT_LOAD = 1
 _PF_W = 2
-_HEAD_BYTES = 16384
+HEAD_BYTES = 16384  # where every toolchain puts the program headers: right after the ELF header
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +94,3 @@ def parse_load_layout(header: bytes) -> LoadLayout | None:
                 )
             )
     return LoadLayout(tuple(segments))
-
-
-def read_load_layout(path: str | Path) -> LoadLayout | None:
-    """Read an ELF file's load segments; None when it cannot be read or is not ELF.
-
-    The program headers sit right after the ELF header in every toolchain's output, so
-    the first 16 KiB hold them; an object that puts them further away is treated as
-    unreadable (its bss then falls back to adjacency in the classifier).
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(_HEAD_BYTES)
-    except OSError:
-        return None
-    return parse_load_layout(head)

@@ -74,16 +74,16 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
 ) -> None:
     """`record --all` asks once who was recorded before; a process never seen costs no
     transaction looking for an unchanged copy, one seen before still gets the shortcut."""
-    import memsnap.record
+    import memsnap.capture.record
 
     looked_for: list[int] = []
-    real = memsnap.record.save_unchanged
+    real = memsnap.capture.record.save_unchanged
 
-    def spy(conn: object, info: memsnap.record.SnapshotInfo, digest: object) -> object:
+    def spy(conn: object, info: memsnap.capture.record.SnapshotInfo, digest: object) -> object:
         looked_for.append(info.identity.pid)
         return real(conn, info, digest)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(memsnap.record, "save_unchanged", spy)
+    monkeypatch.setattr(memsnap.capture.record, "save_unchanged", spy)
     selected = ["--name", f"^{NAME}$"]
     assert sqlite_cli("record", "--all", *selected).exit_code == 0
     assert looked_for == []

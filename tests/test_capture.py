@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from conftest import Cli, Target
-from memsnap import procfs
+from memsnap.capture import procfs
+from memsnap.capture.procfs import Proc, Stat, read_bytes, split_cmdline
+from memsnap.capture.record import record_pid
 from memsnap.errors import ProcessError
-from memsnap.procfs import Proc, Stat, read_bytes, split_cmdline
-from memsnap.record import record_pid
 from memsnap.store.database import open_database
 
 PAGES = 20_000  # one-page mappings: a smaps text of about 15 MiB

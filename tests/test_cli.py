@@ -200,7 +200,7 @@ def test_show_at_picks_the_process_by_pid(sqlite_cli: Cli) -> None:
 
 
 def test_colors_only_on_request_and_with_a_legend() -> None:
-    from memsnap.render import paint
+    from memsnap.render.snapshot import paint
 
     assert paint("heap", "heap", True) == "\x1b[1;32mheap\x1b[0m"
     assert paint("heap", "heap", False) == "heap"
@@ -246,8 +246,8 @@ def test_fast_table_is_exactly_tabulates(style: str) -> None:
     from memsnap.classify import classify
     from memsnap.model import Region
     from memsnap.parse import parse_text
-    from memsnap.render import SHOW_HEADERS, show_columns
-    from memsnap.table import table
+    from memsnap.render.snapshot import SHOW_HEADERS, show_columns
+    from memsnap.render.table import table
 
     mappings = parse_text(fixture_text(LOCAL_SMAPS)).mappings
     regions = [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
@@ -264,7 +264,7 @@ def test_colored_rows_take_their_kinds_color_and_a_legend() -> None:
     from memsnap.classify import classify
     from memsnap.model import Region
     from memsnap.parse import parse_text
-    from memsnap.render import KIND_COLORS, show_table
+    from memsnap.render.snapshot import KIND_COLORS, show_table
 
     mappings = parse_text(fixture_text(LOCAL_MAPS)).mappings
     regions = [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, Target, fixture_text
+from memsnap.capture.procfs import read_file
 from memsnap.parse import parse_text
-from memsnap.procfs import read_file
 
 MiB = 1 << 20
 
@@ -261,7 +261,7 @@ def test_a_watch_collects_cycles_between_rounds() -> None:
     import gc
     import weakref
 
-    from memsnap.watch import every
+    from memsnap.capture.watch import every
 
     class Node:
         other: object = None
@@ -304,8 +304,8 @@ def test_watch_usage_errors(sqlite_cli: Cli, args: list[str]) -> None:
 def test_storage_grows_with_change_not_time(tmp_path: Path, target: Target) -> None:
     """Recording an unchanged 20,000-mapping process 30 more times costs less than its
     first snapshot did."""
-    from memsnap.procfs import Proc
-    from memsnap.record import record_pid
+    from memsnap.capture.procfs import Proc
+    from memsnap.capture.record import record_pid
     from memsnap.store.database import open_database
 
     path = tmp_path / "growth.db"

@@ -37,13 +37,9 @@ from memsnap.findings import (
     exec_heap,
     exec_stack,
     exit_code,
-    findings_csv,
-    findings_json,
-    findings_openmetrics,
     ignored,
     is_replaced,
     jit_likely,
-    label_value,
     load_ignore,
     memfd_exec,
     ordered,
@@ -59,7 +55,8 @@ from memsnap.findings import (
 )
 from memsnap.model import ProcessIdentity, Region, Snapshot, Totals
 from memsnap.parse import parse_text
-from memsnap.render import region_json, snapshot_json
+from memsnap.render.findings import findings_csv, findings_json, findings_openmetrics, label_value
+from memsnap.render.snapshot import region_json, snapshot_json
 
 NO_FACTS = Facts()
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import HELPERS, Target
+from memsnap.capture.procfs import Proc
+from memsnap.capture.record import layouts_from_files
 from memsnap.classify import Threads, classify
 from memsnap.errors import ProcessError
 from memsnap.findings import (
@@ -30,8 +32,6 @@ from memsnap.findings import (
 )
 from memsnap.model import Region
 from memsnap.parse import parse_text
-from memsnap.procfs import Proc
-from memsnap.record import layouts_from_files
 
 pytestmark = pytest.mark.live
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, Target
+from memsnap.capture.procfs import read_file
 from memsnap.parse import parse_text
-from memsnap.procfs import read_file
 
 
 def recorded(cli: Cli, pid: int, *extra: str) -> dict[str, object]:
@@ -140,8 +140,8 @@ def test_rss_agrees_with_pmap(cli: Cli, target: Target, tmp_path: Path) -> None:
 def test_unchanged_process_adds_no_regions(db_url: str, target: Target) -> None:
     from sqlalchemy import func, select
 
-    from memsnap.procfs import Proc
-    from memsnap.record import record_pid
+    from memsnap.capture.procfs import Proc
+    from memsnap.capture.record import record_pid
     from memsnap.store.database import open_database
     from memsnap.store.schema import paths, regions
 
@@ -191,8 +191,8 @@ def test_layout_of_each_snapshot_survives_later_changes(cli: Cli, target: Target
 def test_a_change_writes_only_the_changed_rows(db_url: str, target: Target) -> None:
     from sqlalchemy import func, select
 
-    from memsnap.procfs import Proc
-    from memsnap.record import record_pid
+    from memsnap.capture.procfs import Proc
+    from memsnap.capture.record import record_pid
     from memsnap.store.database import open_database
     from memsnap.store.schema import regions
 

@@ -70,7 +70,7 @@ def hostile(tmp_path: Path) -> Iterator[Target]:
 def harmless(text: str, colours: bool = False) -> str:
     """`text`, having checked that no control character in it reaches a terminal but
     newlines between lines and (when `colours`) memsnap's own colour codes."""
-    from memsnap.render import KIND_COLORS
+    from memsnap.render.snapshot import KIND_COLORS
 
     if colours:
         codes = set(SGR.findall(text))
@@ -297,7 +297,7 @@ def test_diff_with_a_side_without_smaps_compares_what_both_have(
 
 def test_diff_regions_in_the_order_a_person_asks() -> None:
     from memsnap.diff import diff_snapshots
-    from memsnap.render_diff import diff_json, diff_table
+    from memsnap.render.diff import diff_json, diff_table
 
     before = [
         _region(0x1000, 4096, "r--p", rss=4096, pss=4096),  # becomes executable
@@ -335,7 +335,7 @@ def test_diff_regions_in_the_order_a_person_asks() -> None:
 def test_replay_names_the_kind_whose_memory_grew() -> None:
     from memsnap.diff import diff_snapshots
     from memsnap.model import Totals
-    from memsnap.render_diff import replay_table
+    from memsnap.render.diff import replay_table
 
     a = _snap(1, kinds={"guard": Totals(1, 4096, 0), "anon": Totals(1, MiB, MiB)})
     b = _snap(
@@ -351,8 +351,8 @@ def test_replay_names_the_kind_whose_memory_grew() -> None:
 
 
 def test_one_of_a_thing_is_singular() -> None:
-    from memsnap.render import snapshot_heading
-    from memsnap.render_diff import replay_table
+    from memsnap.render.diff import replay_table
+    from memsnap.render.snapshot import snapshot_heading
 
     s = _snap(1)
     assert "replay of pid 7 (demo) on h: 1 snapshot\n" in replay_table([(s, None)], "plain")
@@ -360,7 +360,7 @@ def test_one_of_a_thing_is_singular() -> None:
 
 
 def test_gaps_draw_the_kernel_boundary_as_what_it_is(sqlite_cli: Cli) -> None:
-    from memsnap.render import HOLE_PATH, with_gaps
+    from memsnap.render.snapshot import HOLE_PATH, with_gaps
 
     _import(sqlite_cli, LOCAL_SMAPS)
     table = sqlite_cli("show", "1", "--gaps").stdout
@@ -383,7 +383,7 @@ def test_gaps_draw_the_kernel_boundary_as_what_it_is(sqlite_cli: Cli) -> None:
 
 def test_warnings_are_red_on_a_terminal() -> None:
     from memsnap.diff import diff_snapshots
-    from memsnap.render_diff import diff_table
+    from memsnap.render.diff import diff_table
 
     rwx = _region(0x7000, 4096, "rwxp")
     d = diff_snapshots(_snap(1), _snap(2), [], [rwx], "address", set(), set())

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from conftest import Cli, Target
+from memsnap.capture.procfs import Proc, Stat
 from memsnap.errors import DatabaseError, ProcessGone
-from memsnap.procfs import Proc, Stat
 from memsnap.store.database import SCHEMA_HEAD, migrations_dir, open_database, upgrade
 
 HOSTILE = [
@@ -423,14 +423,14 @@ def test_a_record_that_fails_leaves_no_row_at_all(
 ) -> None:
     from sqlalchemy import func, select
 
-    import memsnap.record
+    import memsnap.capture.record
     from memsnap.errors import ParseError
     from memsnap.store.schema import paths, processes, regions
 
     def broken(text_: str) -> None:
         raise ParseError(7, "garbage", "not a maps line")
 
-    monkeypatch.setattr(memsnap.record, "parse_text", broken)
+    monkeypatch.setattr(memsnap.capture.record, "parse_text", broken)
     out = Cli(sqlite_url)("record", str(target.pid))
     assert out.exit_code == 1 and "line 7" in out.stderr
     db = open_database(sqlite_url)

@@ -217,7 +217,7 @@ def test_typed_models_read_what_memsnap_wrote(db_url: str) -> None:
     """The ORM models map the same tables: a Session reads a recorded snapshot back."""
     from sqlalchemy.orm import Session
 
-    from memsnap.record import record_text
+    from memsnap.capture.record import record_text
     from memsnap.store.models import PathRow, RegionRow, SnapshotRow
 
     db = open_database(db_url)

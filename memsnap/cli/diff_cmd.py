@@ -36,8 +36,9 @@ def diff(
     sort: SortKey = SORT_OPTION,
 ) -> None:
     """Show what changed from snapshot A to snapshot B, or in a process's last step."""
-    from memsnap import history, render
-    from memsnap.render_diff import diff_json, diff_table, narrowed
+    from memsnap import history
+    from memsnap.render import snapshot as render
+    from memsnap.render.diff import diff_json, diff_table, narrowed
 
     if pid is not None and a is not None:
         raise UsageError("give two snapshot ids or --pid PID, not both")

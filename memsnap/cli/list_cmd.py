@@ -31,9 +31,9 @@ def list_snapshots(
     style: str = STYLE_OPTION,
 ) -> None:
     """List the recorded snapshots, newest first."""
-    from memsnap import render
     from memsnap.history import SnapshotFilter, describe_processes, group_processes
     from memsnap.history import list_snapshots as query
+    from memsnap.render import snapshot as render
 
     flt = SnapshotFilter(
         pid=pid,

@@ -71,8 +71,8 @@ def prune(
     """
     from datetime import datetime, timezone
 
-    from memsnap import render
     from memsnap.match import compile_name
+    from memsnap.render import snapshot as render
     from memsnap.retention import Policy, parse_duration, require_rule
     from memsnap.store.prune import Selection
     from memsnap.store.prune import prune as run

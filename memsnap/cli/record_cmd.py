@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from memsnap.capture.watch import MAX_INTERVAL_S
+from memsnap.capture.watch import every as every_
 from memsnap.cli.common import database, echo
 from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
 from memsnap.names import visible
 from memsnap.units import human, plural
-from memsnap.watch import MAX_INTERVAL_S
-from memsnap.watch import every as every_
 
 if TYPE_CHECKING:
-    from memsnap.record import Recorded
-    from memsnap.sweep import Sweep
+    from memsnap.capture.record import Recorded
+    from memsnap.capture.sweep import Sweep
 
 # A saved text larger than this is refused before it is read whole: 60,000 mappings of
 # smaps are about 45 MiB, so this leaves room while keeping /dev/zero from eating memory.
@@ -210,8 +210,8 @@ def record(
     if not all_ and not pids:
         raise UsageError("give at least one PID, --all, or --from-file FILE --pid PID")
 
-    from memsnap.procfs import Proc
-    from memsnap.sweep import Sweep
+    from memsnap.capture.procfs import Proc
+    from memsnap.capture.sweep import Sweep
 
     with database(ctx, create=True) as db:
         sweep = Sweep(
@@ -227,7 +227,7 @@ def record(
 
 
 def import_file(ctx: typer.Context, source: str, pid: int, label: str | None) -> None:
-    from memsnap.record import record_text
+    from memsnap.capture.record import record_text
 
     text = read_import(source)
     with database(ctx, create=True) as db:

@@ -35,8 +35,9 @@ def replay(
     style: str = STYLE_OPTION,
 ) -> None:
     """Walk one process's snapshots in time order, with each step's change."""
-    from memsnap import history, render
-    from memsnap.render_diff import replay_json, replay_table
+    from memsnap import history
+    from memsnap.render import snapshot as render
+    from memsnap.render.diff import replay_json, replay_table
 
     if pid is None and name is None:
         raise UsageError("replay needs the process: --pid PID or --name REGEX")

@@ -42,7 +42,8 @@ def show(
     sort: SortKey = SORT_OPTION,
 ) -> None:
     """Show the classified layout of one snapshot."""
-    from memsnap import history, render
+    from memsnap import history
+    from memsnap.render import snapshot as render
     from memsnap.timeparse import parse_time
 
     kinds = chosen_kinds(kind_options)

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from memsnap.capture.procfs import Proc, ProcessInfo
+from memsnap.capture.record import Recorded, record_pid
 from memsnap.errors import (
     KernelThread,
     ProcessChanged,
@@ -22,8 +24,6 @@ from memsnap.errors import (
     ProcessGone,
 )
 from memsnap.match import name_matches
-from memsnap.procfs import Proc, ProcessInfo
-from memsnap.record import Recorded, record_pid
 from memsnap.store.database import Database
 from memsnap.store.writer import recorded_processes
 from memsnap.units import plural

@@ -19,7 +19,7 @@ from typing import Any
 from memsnap.diff import Amount, Diff, Movement, RegionChange
 from memsnap.model import Region, Snapshot
 from memsnap.names import visible
-from memsnap.render import (
+from memsnap.render.snapshot import (
     display_path,
     hexaddr,
     local_time,
@@ -28,7 +28,7 @@ from memsnap.render import (
     region_json,
     snapshot_json,
 )
-from memsnap.table import table
+from memsnap.render.table import table
 from memsnap.units import human, plural, signed_human
 
 WARNING_COLOR = "1;31"

@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from memsnap.capture.procfs import Capture, Proc, ProcessInfo
 from memsnap.classify import Threads, classify
-from memsnap.elf import LoadLayout, read_load_layout
+from memsnap.elf import HEAD_BYTES, LoadLayout, parse_load_layout
 from memsnap.errors import MemsnapError
 from memsnap.model import Mapping, ProcessIdentity, Totals, columns_of
 from memsnap.parse import parse_text
-from memsnap.procfs import Capture, Proc, ProcessInfo
 from memsnap.store.database import Database
 from memsnap.store.writer import SnapshotInfo, save_snapshot, save_unchanged
 
@@ -61,6 +61,21 @@ def layouts_from_files(
         return found
 
     return layout
+
+
+def read_load_layout(path: str | Path) -> LoadLayout | None:
+    """Read an ELF file's load segments; None when it cannot be read or is not ELF.
+
+    The program headers sit right after the ELF header in every toolchain's output, so
+    the first 16 KiB hold them; an object that puts them further away is treated as
+    unreadable (its bss then falls back to adjacency in the classifier).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError:
+        return None
+    return parse_load_layout(head)
 
 
 def _same_inode(path: str, inode: int) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 from memsnap.model import KINDS, SIZE_ATTRS, Region, Snapshot, Totals, columns_of, totals_by_kind
 from memsnap.names import visible, visible_column
 from memsnap.parse import encode_path
-from memsnap.table import table, table_of_columns
+from memsnap.render.table import table, table_of_columns
 from memsnap.units import human, plural
 
 FORMAT_VERSION = 1
