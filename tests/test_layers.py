@@ -32,7 +32,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "cli": {"core", "store", "render", "capture", "history", "cli"},
 }
 # Third-party packages only one layer may import (start-up cost, and one owner each).
-ONLY_IN: dict[str, str] = {"sqlalchemy": "store", "alembic": "store", "typer": "cli", "click": "cli"}
+ONLY_IN: dict[str, str] = {
+    "sqlalchemy": "store",
+    "alembic": "store",
+    "typer": "cli",
+    "click": "cli",
+}
 # Modules of a layer another layer may not import although it may import the layer: the
 # capture side writes snapshots and never reads the history back.
 NOT_FROM: dict[str, tuple[str, ...]] = {"capture": ("memsnap.store.reader",)}
