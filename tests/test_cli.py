@@ -199,11 +199,39 @@ def test_show_at_picks_the_process_by_pid(sqlite_cli: Cli) -> None:
     assert "pid 10 names 2 recorded processes" in err and "memsnap show ID" in err
 
 
-def test_colors_only_on_request_and_with_a_legend() -> None:
-    from memsnap.render.snapshot import paint
+def test_colors_only_on_request_and_with_a_legend(
+    sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
 
-    assert paint("heap", "heap", True) == "\x1b[1;32mheap\x1b[0m"
-    assert paint("heap", "heap", False) == "heap"
+    import memsnap.cli.show_cmd
+    from memsnap.cli.common import use_color
+    from memsnap.render.snapshot import KIND_COLORS
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # Requested: a terminal, and NO_COLOR not set; a pipe or NO_COLOR is plain text.
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert use_color()
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color()
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert not use_color()
+    monkeypatch.undo()
+
+    imported(sqlite_cli, LOCAL_MAPS)
+    plain = sqlite_cli("show", "1").stdout
+    assert "\x1b[" not in plain and "legend" not in plain
+    monkeypatch.setattr(memsnap.cli.show_cmd, "use_color", lambda: True)
+    colored = sqlite_cli("show", "1").stdout
+    heap = f"\x1b[{KIND_COLORS['heap']}m"
+    assert any(line.startswith(heap + "heap") for line in colored.splitlines())
+    legend = colored.splitlines()[-1]
+    assert legend.startswith("legend: ") and f"{heap}heap\x1b[0m" in legend
 
 
 def test_no_color_and_pipes_get_plain_text(sqlite_cli: Cli) -> None:
@@ -212,9 +240,27 @@ def test_no_color_and_pipes_get_plain_text(sqlite_cli: Cli) -> None:
 
 
 def test_every_command_has_help(sqlite_cli: Cli) -> None:
-    for command in ("record", "list", "show"):
-        out = sqlite_cli(command, "--help")
-        assert out.exit_code == 0 and "Usage" in out.stdout and len(out.stdout) > 200
+    import typer
+    from typer.core import TyperGroup, TyperOption
+
+    from memsnap.cli import app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    names = group.list_commands(typer.Context(group))
+    # The walk itself is checked: an empty or shrunken registry must not pass.
+    assert {"record", "list", "show", "diff", "replay", "prune"} <= set(names)
+    overview = sqlite_cli("--help")
+    assert overview.exit_code == 0
+    for name in names:
+        command = group.commands[name]
+        assert name in overview.stdout
+        out = sqlite_cli(name, "--help")
+        assert out.exit_code == 0 and out.stdout.startswith(f"Usage: memsnap {name} ")
+        assert command.help and command.help.split("\n")[0].strip() in out.stdout
+        for param in command.params:
+            if isinstance(param, TyperOption) and not param.hidden:
+                assert param.opts[0] in out.stdout, (name, param.opts)
 
 
 def test_unopenable_database_is_exit_1(tmp_path: Path) -> None:

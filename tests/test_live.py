@@ -35,7 +35,7 @@ def build_everything(target: Target, tmp_path: Path) -> dict[str, int]:
         "memfd": target.address("memfd"),
         "deleted": target.address(f"deleted {tmp_path}"),
         "weird": target.address(f"weird {tmp_path}"),
-        "thread": target.send("thread") == "" and 0,
+        "thread": target.address("thread"),
     }
 
 
@@ -110,7 +110,7 @@ def test_classification_of_a_live_process(cli: Cli, target: Target, tmp_path: Pa
     (gone,) = [r for r in regions if int(r["start"], 16) == at["deleted"]]
     assert gone["deleted"] is True and gone["path"] == f"{tmp_path}/gone.bin"
     thread_stacks = [r for r in regions if r["kind"] == "thread-stack"]
-    assert len(thread_stacks) == 1
+    assert len(thread_stacks) == 1 and kind_at(at["thread"]) == "thread-stack"
     (guard,) = [r for r in regions if r["end"] == thread_stacks[0]["start"]]
     assert guard["kind"] == "guard" and guard["perms"] == "---p"
     vdso = {r["path"]: r["kind"] for r in regions if r["path"] in ("[vdso]", "[vvar]")}

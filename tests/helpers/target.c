@@ -87,8 +87,19 @@ int main(void) {
             p[0] = (char)0xc3;
             printf("ok %p\n", (void *)p);
         } else if (!strcmp(cmd, "thread")) {
+            /* answers the lowest address of the new thread's stack (above its guard) */
             pthread_t t;
-            printf(pthread_create(&t, NULL, thread_main, NULL) == 0 ? "ok\n" : "err thread\n");
+            pthread_attr_t attr;
+            void *stack;
+            size_t stack_size;
+            if (pthread_create(&t, NULL, thread_main, NULL) != 0 ||
+                pthread_getattr_np(t, &attr) != 0 ||
+                pthread_attr_getstack(&attr, &stack, &stack_size) != 0) {
+                printf("err thread\n");
+                continue;
+            }
+            pthread_attr_destroy(&attr);
+            printf("ok %p\n", stack);
         } else if (!strcmp(cmd, "shm")) {
             int id = shmget(IPC_PRIVATE, 1 << 20, IPC_CREAT | 0600);
             char *p = id < 0 ? (char *)-1 : shmat(id, NULL, 0);
