@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -192,9 +193,7 @@ TWO_TO_63 = str(2**63)
 def test_numbers_and_times_out_of_range_are_usage_errors(cli: Cli, args: list[str]) -> None:
     imported(cli, 10)
     err = plain_error(cli(*args), 2)
-    times = [
-        value for option, value in zip(args, args[1:]) if option in ("--at", "--since", "--until")
-    ]
+    times = [v for option, v in pairwise(args) if option in ("--at", "--since", "--until")]
     if any(value != "now" for value in times):
         assert "memsnap's times run from 1970-01-01 to 9999-12-31 (UTC)" in err, err
     else:
