@@ -319,8 +319,8 @@ def expected_region_json(r: Region) -> dict[str, Any]:
 
 
 def test_diff_json_names_every_field_in_its_place() -> None:
-    from memsnap.render import dumps
-    from memsnap.render_diff import diff_json
+    from memsnap.render.diff import diff_json
+    from memsnap.render.snapshot import dumps
 
     d = a_diff()
     doc = json.loads(dumps(diff_json(d)))
@@ -358,7 +358,7 @@ def cells(line: str) -> list[str]:
 
 
 def test_diff_table_says_each_change_once_in_its_place() -> None:
-    from memsnap.render_diff import diff_table
+    from memsnap.render.diff import diff_table
 
     lines = diff_table(a_diff(), "plain", color=False, all_regions=True).splitlines()
     assert lines[0] == "diff 1 -> 2: pid 4242 (prog) on box"

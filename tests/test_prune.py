@@ -389,8 +389,8 @@ def test_a_recorder_remembering_a_path_prune_deleted_still_records(
     went). When the process maps that path again, the watch must still record it, under
     its own name: whether or not libz was the newest path row (SQLite hands a deleted
     highest id to the next row inserted)."""
-    from memsnap.procfs import Proc
-    from memsnap.record import record_pid
+    from memsnap.capture.procfs import Proc
+    from memsnap.capture.record import record_pid
 
     watch = open_database(db_url)
     try:
