@@ -16,7 +16,17 @@ promises:
 - smaps blocks may carry unknown keys, miss keys (old kernels have no `Pss`), have an
   empty `VmFlags:` or tabs in the padding: known sizes are kept in bytes, unknown keys
   are skipped, a missing size stays None;
-- anything else raises `ParseError` naming the 1-based line number and its text.
+- anything else raises `ParseError` naming the 1-based line number and its text, and so
+  does what no kernel prints or no database column holds: `/proc/PID/smaps_rollup` (one
+  sum over all mappings, not a map), a path longer than PATH_MAX can be once escaped, a
+  size past a signed 64-bit column in bytes, and a snapshot whose totals would overflow
+  theirs (the line where the sum passes the limit is named);
+- a saved text (`saved=True`: an import) may have travelled through Windows: a CRLF line
+  end is read as LF (the kernel itself never ends a line with CR; a live read keeps a
+  path's trailing CR, which is part of the name).
+
+`read_pieces` and `parse_piece` parse a saved text a piece at a time, so a 256 MiB import
+never needs the whole text in memory.
 
 Header lines are told from smaps field lines by their first token: a field's ends in a
 colon, a header's is an address range.
@@ -47,6 +57,63 @@ _HEADERS = re.compile(f"^{_HEADER_PATTERN}$".encode(), re.MULTILINE)
 _DELETED = " (deleted)"
 _KEY_TO_ATTR: dict[str, str] = {key: attr for attr, key in SMAPS_FIELDS}
 _MAX_ADDRESS = 2**64
+# A size column is a signed 64-bit integer (bytes); a total of addresses is unsigned.
+MAX_SIZE = 2**63 - 1
+MAX_TOTAL_SIZE = 2**64 - 1
+# The longest path the kernel prints: PATH_MAX bytes (4096 with the NUL), every byte
+# possibly escaped as `\ooo` (four), then ` (deleted)`.
+PATH_MAX = 4096
+MAX_PATH_TEXT = 4 * (PATH_MAX - 1) + len(" (deleted)")
+# A header line with every field at its widest, then such a path.
+MAX_LINE = 16 + 1 + 16 + 1 + 4 + 1 + 16 + 1 + 17 + 1 + 20 + 72 + MAX_PATH_TEXT
+# The kernel prints a fixed set of keys per smaps block (about 25 today).
+MAX_BLOCK_LINES = 256
+_ROLLUP = "[rollup]"
+_ROLLUP_WHY = (
+    "this is /proc/PID/smaps_rollup (one sum over all mappings), not a memory map: "
+    "import /proc/PID/smaps or /proc/PID/maps"
+)
+# Totals the snapshot stores; `uss` is private clean + private dirty.
+_TOTAL_ATTRS = (*SIZE_ATTRS, "uss")
+
+
+class Sums:
+    """Running totals over the mappings parsed so far, to refuse the line at which a
+    snapshot's total would no longer fit its column (instead of a database overflow)."""
+
+    __slots__ = ("size", "values")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.values = dict.fromkeys(_TOTAL_ATTRS, 0)
+
+    def add_size(self, size: int, lineno: int, line: str) -> None:
+        self.size += size
+        if self.size > MAX_TOTAL_SIZE:
+            raise ParseError(lineno, line, "the snapshot's total size would not fit 64 bits")
+
+    def add(self, attr: str, value: int, lineno: int, line: str) -> None:
+        for name in (attr, "uss") if attr in ("private_clean", "private_dirty") else (attr,):
+            total = self.values[name] + value
+            if total > MAX_SIZE:
+                raise ParseError(
+                    lineno, line, f"the snapshot's total {name} would not fit a 64-bit column"
+                )
+            self.values[name] = total
+
+    def try_add(self, size: int, values: dict[str, int]) -> bool:
+        """Add a whole piece's sums if every total still fits; else change nothing."""
+        if self.size + size > MAX_TOTAL_SIZE:
+            return False
+        new = dict(self.values)
+        for attr, value in values.items():
+            new[attr] += value
+        new["uss"] += values.get("private_clean", 0) + values.get("private_dirty", 0)
+        if any(v > MAX_SIZE for v in new.values()):
+            return False
+        self.size += size
+        self.values = new
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +170,10 @@ def _header_fields(line: str, lineno: int) -> dict[str, object]:
         raise ParseError(lineno, line, "mapping ends before it starts")
     if inode >= _MAX_ADDRESS:
         raise ParseError(lineno, line, "inode out of range")
+    if raw_path is not None and len(raw_path) > PATH_MAX and _too_long(raw_path):
+        raise ParseError(lineno, line, "a path longer than the kernel prints")
+    if raw_path == _ROLLUP:
+        raise ParseError(lineno, line, _ROLLUP_WHY)
     # The padding the kernel adds before the path is whitespace; a name that ends in
     # spaces keeps them, but a line that is only padding has no path.
     if raw_path is not None and not raw_path.strip():
@@ -120,19 +191,36 @@ def _header_fields(line: str, lineno: int) -> dict[str, object]:
     }
 
 
+def _too_long(raw_path: str) -> bool:
+    return len(raw_path.encode("utf-8", "surrogateescape")) > MAX_PATH_TEXT
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _size_bytes(value: str, line: str, lineno: int) -> int:
     number, _, unit = value.strip().partition(" ")
-    if not number.isdigit() or unit.strip() not in ("kB", ""):
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+    if not _DIGITS.fullmatch(number) or unit.strip() not in ("kB", ""):
         raise ParseError(lineno, line, "not a size in kB")
+    if len(number) > 20 or int(number) * 1024 > MAX_SIZE:
+        raise ParseError(lineno, line, "a size too big to store (past 2**63-1 bytes)")
     return int(number) * 1024
 
 
-def parse_lines(lines: Iterable[str]) -> Parsed:
-    """Parse the lines of a maps or smaps text (without their newlines)."""
+def parse_lines(
+    lines: Iterable[str], *, saved: bool = False, first_line: int = 1, sums: Sums | None = None
+) -> Parsed:
+    """Parse the lines of a maps or smaps text (without their newlines); `saved`: a CR
+    ending a line is a CRLF line end, not part of a name. `first_line` numbers the first
+    of `lines`; `sums` carries the totals of what came before (a piece of a text)."""
     mappings: list[Mapping] = []
     current: dict[str, object] | None = None
     has_smaps = False
-    for lineno, line in enumerate(lines, start=1):
+    sums = sums if sums is not None else Sums()
+    for lineno, line in enumerate(lines, start=first_line):
+        if saved and line.endswith("\r"):
+            line = line[:-1]
         if not line.strip():
             continue
         first = line.split(None, 1)[0]
@@ -144,13 +232,19 @@ def parse_lines(lines: Iterable[str]) -> Parsed:
             value = line[len(line) - len(line.lstrip()) + len(first) :]
             attr = _KEY_TO_ATTR.get(key)
             if attr is not None:
-                current[attr] = _size_bytes(value, line, lineno)
+                size = _size_bytes(value, line, lineno)
+                old = current.get(attr)
+                if isinstance(old, int):  # a key printed twice: the last one counts
+                    sums.add(attr, -old, lineno, line)
+                sums.add(attr, size, lineno, line)
+                current[attr] = size
             elif key == "VmFlags":
                 current["vm_flags"] = value.strip()
             continue
         if current is not None:
             mappings.append(Mapping(**current))  # type: ignore[arg-type]
         current = _header_fields(line, lineno)
+        sums.add_size(cast(int, current["end"]) - cast(int, current["start"]), lineno, line)
     if current is not None:
         mappings.append(Mapping(**current))  # type: ignore[arg-type]
     return Parsed.of(mappings, has_smaps)
@@ -193,16 +287,21 @@ def _column_sizes(column: list[bytes], key: bytes) -> list[int | None] | None:
         return None
     if tokens[2::3].count(b"kB") != len(column):
         return None
-    try:
-        return list(map(_KIB.__mul__, map(int, tokens[1::3])))
-    except ValueError:
+    numbers = tokens[1::3]
+    # ASCII digits only, and at most 16 of them (the line parser names a bigger value).
+    if max(map(len, numbers)) > 16 or not all(map(bytes.isdigit, numbers)):
         return None
+    sizes: list[int | None] = list(map(_KIB.__mul__, map(int, numbers)))
+    return None if max(map(int, numbers)) * _KIB > MAX_SIZE else sizes
 
 
-def _parse_strided(lines: list[bytes], stride: int | None = None) -> Parsed | None:
+def _parse_strided(
+    lines: list[bytes], stride: int | None = None, sums: Sums | None = None
+) -> Parsed | None:
     """The fast path: slice the lines by the block stride and convert whole columns at
-    once. Returns None whenever anything is irregular; the line-by-line parser then
-    takes over (and names the offending line)."""
+    once. Returns None whenever anything is irregular or out of bounds; the line-by-line
+    parser then takes over (and names the offending line). `sums` gains this text's
+    totals when it is parsed."""
     if not lines:
         return Parsed.of([], False)
     stride = stride or _block_stride(lines)
@@ -237,6 +336,11 @@ def _parse_strided(lines: list[bytes], stride: int | None = None) -> Parsed | No
     inode_numbers = list(map(int, inodes))
     if any(map(gt, first, last)) or max(inode_numbers) >= _MAX_ADDRESS:
         return None  # the line parser names the line
+    if max(map(len, raw_paths)) > MAX_PATH_TEXT or _ROLLUP.encode() in raw_paths:
+        return None
+    piece_sums = {attr: sum(fields[attr]) for attr in SIZE_ATTRS if attr in fields}
+    if not (sums or Sums()).try_add(sum(last) - sum(first), piece_sums):
+        return None
     decoded = [decode_path(_decode(p)) if p else _NO_PATH for p in raw_paths]
     none: list[None] = [None] * count
     columns: Columns = (
@@ -255,10 +359,11 @@ def _parse_strided(lines: list[bytes], stride: int | None = None) -> Parsed | No
     return Parsed(mappings, stride > 1, columns)
 
 
-def _parse_in_pieces(text: bytes, budget: int) -> Parsed | None:
+def _parse_in_pieces(text: bytes, budget: int, sums: Sums | None = None) -> Parsed | None:
     """The fast path over a text cut into pieces of about `budget` bytes at block
     boundaries: 60,000 mappings of smaps are 1.5 million lines, and holding them all
     at once would cost more memory than everything else together."""
+    sums = sums if sums is not None else Sums()
     mappings: list[Mapping] = []
     columns: Columns = tuple([] for _ in Mapping._fields)
     carry: list[bytes] = []
@@ -284,7 +389,7 @@ def _parse_in_pieces(text: bytes, budget: int) -> Parsed | None:
                 stride = found
             whole = len(lines) - len(lines) % stride
             lines, carry = lines[:whole], lines[whole:]
-        parsed = _parse_strided(lines, stride or None)
+        parsed = _parse_strided(lines, stride or None, sums)
         if parsed is None:
             return None
         if not stride and lines:
@@ -295,19 +400,22 @@ def _parse_in_pieces(text: bytes, budget: int) -> Parsed | None:
     return Parsed(mappings, stride > 1, columns)
 
 
-def parse_text(text: str | bytes, piece: int = 4 << 20) -> Parsed:
+def parse_text(text: str | bytes, piece: int = 4 << 20, *, saved: bool = False) -> Parsed:
     """Parse a whole maps or smaps text, as read (bytes) or decoded (str, undecodable
-    bytes as surrogate escapes); smaps when any field line is present."""
+    bytes as surrogate escapes); smaps when any field line is present. `saved`: a text
+    that was saved and carried (an import), whose CRLF line ends are LF."""
     raw: bytes | None = text if isinstance(text, bytes) else None
     if raw is None:
         try:
             raw = str(text).encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:  # a str that never came from bytes: lines it is
             raw = None
+    if saved and raw is not None and b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n")
     fast = _parse_in_pieces(raw, piece) if raw is not None else None
     if fast is not None:
         return fast
-    lines = (_decode(text) if isinstance(text, bytes) else text).split("\n")
+    lines = (_decode(raw) if raw is not None else str(text)).split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
-    return parse_lines(lines)
+    return parse_lines(lines, saved=saved)

@@ -71,7 +71,8 @@ def test_every_kind_is_from_the_contract() -> None:
     captures = sorted(MAPS.glob("*.txt"))
     assert len(captures) >= 31, f"the captures are missing from {MAPS}"
     for path in captures:
-        assert {k for _, k in classified(path.name)} <= set(KINDS)
+        if "smaps_rollup" not in path.name:  # refused: not a map
+            assert {k for _, k in classified(path.name)} <= set(KINDS)
 
 
 def test_shared_anonymous_as_dev_zero_and_executable_stack() -> None:
@@ -165,8 +166,11 @@ def test_program_without_leading_slash_and_anon_jit_cache() -> None:
     assert kinds_by_path(aosp, "[anon:dalvik-zygote-jit-code-cache]") == Counter(anon=1)
 
 
-def test_rollup_and_kernel_thread() -> None:
-    assert [k for _, k in classified("prometheus-procfs-smaps_rollup-x86_64.txt")] == ["other"]
+def test_rollup_is_refused_and_kernel_thread_is_empty() -> None:
+    from memsnap.errors import ParseError
+
+    with pytest.raises(ParseError, match="smaps_rollup"):
+        classified("prometheus-procfs-smaps_rollup-x86_64.txt")
     assert classified("zteorange-router-kthreadd-pid2-empty-maps.txt") == []
 
 

@@ -65,7 +65,16 @@ def kernel_lines(draw: st.DrawFn) -> Mapping:
 @given(st.lists(kernel_lines(), min_size=1, max_size=8))
 def test_every_printable_line_parses_back_to_itself(mappings: list[Mapping]) -> None:
     text = "\n".join(format_header(m) for m in mappings) + "\n"
-    assert parse_text(text).mappings == mappings
+    # Overlapping random mappings can add up past what a snapshot's total can hold:
+    # then the line where the sum passes 2**64-1 is named.
+    running = [sum(m.size for m in mappings[: i + 1]) for i in range(len(mappings))]
+    over = next((i for i, total in enumerate(running) if total >= 2**64), None)
+    if over is None:
+        assert parse_text(text).mappings == mappings
+    else:
+        with pytest.raises(ParseError, match="total size") as info:
+            parse_text(text)
+        assert info.value.lineno == over + 1
 
 
 @settings(max_examples=400, deadline=None)

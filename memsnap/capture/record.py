@@ -12,6 +12,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from memsnap.capture.procfs import Capture, Proc, ProcessInfo
 from memsnap.classify import Threads, classify
@@ -151,21 +152,31 @@ def record_pid(
     return record_capture(db, proc, capture, label, taken_at, recorded)
 
 
+IMPORTED_HOST = "(imported)"
+# A mapping's fields that come from smaps, left out of an import with --no-smaps.
+_NO_SMAPS: dict[str, Any] = dict.fromkeys(Mapping._fields[Mapping._fields.index("deleted") + 1 :])
+
+
 def record_text(
     db: Database,
-    text: str,
+    text: str | bytes,
     *,
     pid: int,
     label: str | None = None,
-    host: str = "(imported)",
+    host: str = IMPORTED_HOST,
     command: str | None = None,
     page_size: int = 4096,
+    taken_at: datetime | None = None,
+    smaps: bool = True,
 ) -> Recorded:
-    """Store a saved maps or smaps text as a snapshot of `pid`."""
-    parsed = parse_text(text)
+    """Store a saved maps or smaps text as a snapshot of `pid` (`smaps=False`: its
+    smaps sizes are left out, as `--no-smaps` leaves them out of a live record)."""
+    parsed = parse_text(text, saved=True)
     if not parsed.mappings:
         raise MemsnapError("the text holds no mappings")
     mappings = sorted(parsed.mappings, key=lambda m: m.start)
+    if not smaps:
+        mappings = [m._replace(**_NO_SMAPS) for m in mappings]
     kinds = classify(
         mappings, None, Threads((), some_unknown=True), layouts_from_files(None, None), page_size
     )
@@ -178,12 +189,12 @@ def record_text(
         command=name,
         cmdline=(),
         exe=program,
-        taken_at=datetime.now(timezone.utc),
+        taken_at=taken_at or datetime.now(timezone.utc),
         label=label,
         source="file",
         page_size=page_size,
         kernel=None,
-        has_smaps=parsed.has_smaps,
+        has_smaps=parsed.has_smaps and smaps,
     )
     columns = columns_of(mappings)
     snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, info, columns, kinds))

@@ -16,6 +16,8 @@ from memsnap.names import visible
 from memsnap.units import human, plural
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from memsnap.capture.record import Recorded
     from memsnap.capture.sweep import Sweep
 
@@ -184,6 +186,18 @@ def record(
     pid_for_file: int | None = typer.Option(
         None, "--pid", metavar="PID", help="With --from-file: the pid it belongs to."
     ),
+    taken_at: str | None = typer.Option(
+        None,
+        "--taken-at",
+        metavar="TIME",
+        help="With --from-file: when the text was saved (default: now).",
+    ),
+    host_id: str | None = typer.Option(
+        None,
+        "--host-id",
+        metavar="TEXT",
+        help="With --from-file: the host it is stored under (default: '(imported)').",
+    ),
     every: float | None = typer.Option(
         None, "--every", metavar="SECONDS", help="Watch: a snapshot every SECONDS."
     ),
@@ -201,10 +215,20 @@ def record(
             raise UsageError("--from-file imports one text: no PIDs, --all, --name or --every")
         if pid_for_file is None:
             raise UsageError("--from-file needs --pid PID: the process the text belongs to")
-        import_file(ctx, from_file, pid_for_file, label)
+        check_import_options(pid_for_file, host_id)
+        from memsnap.timeparse import parse_time
+
+        when = parse_time(taken_at) if taken_at is not None else None
+        import_file(
+            ctx, from_file, pid_for_file, label, taken_at=when, host=host_id, smaps=not no_smaps
+        )
         return
     if pid_for_file is not None:
         raise UsageError("--pid goes with --from-file; to record live processes give PIDs")
+    if taken_at is not None:
+        raise UsageError("--taken-at goes with --from-file: a live snapshot is taken now")
+    if host_id is not None:
+        raise UsageError("--host-id goes with --from-file")
     if all_ and pids:
         raise UsageError("give PIDs or --all, not both")
     if not all_ and not pids:
@@ -226,10 +250,39 @@ def record(
         raise typer.Exit(code)
 
 
-def import_file(ctx: typer.Context, source: str, pid: int, label: str | None) -> None:
-    from memsnap.capture.record import record_text
+# Linux's PID_MAX_LIMIT: no pid is ever larger (and none is 0 or negative).
+PID_MAX = 4194304
+HOST_ID_MAX = 255  # the width of the processes.host column
+
+
+def check_import_options(pid: int, host_id: str | None) -> None:
+    if not 1 <= pid <= PID_MAX:
+        raise UsageError(f"--pid takes a process id from 1 to {PID_MAX}, not {pid}")
+    if host_id is not None and not (0 < len(host_id) <= HOST_ID_MAX and host_id.strip()):
+        raise UsageError(f"--host-id takes a name of 1 to {HOST_ID_MAX} characters")
+
+
+def import_file(
+    ctx: typer.Context,
+    source: str,
+    pid: int,
+    label: str | None,
+    *,
+    taken_at: datetime | None = None,
+    host: str | None = None,
+    smaps: bool = True,
+) -> None:
+    from memsnap.capture.record import IMPORTED_HOST, record_text
 
     text = read_import(source)
     with database(ctx, create=True) as db:
-        done = record_text(db, text, pid=pid, label=label)
+        done = record_text(
+            db,
+            text,
+            pid=pid,
+            label=label,
+            host=host or IMPORTED_HOST,
+            taken_at=taken_at,
+            smaps=smaps,
+        )
     echo(summary_line(done))
