@@ -87,9 +87,7 @@ def test_a_live_text_keeps_a_trailing_cr_in_a_name() -> None:
 
 
 def test_smaps_rollup_is_refused_saying_what_it_is(cli: Cli) -> None:
-    err = one_line_error(
-        cli("record", "--from-file", str(capture_path(ROLLUP)), "--pid", "5"), 1
-    )
+    err = one_line_error(cli("record", "--from-file", str(capture_path(ROLLUP)), "--pid", "5"), 1)
     assert "line 1" in err and "smaps_rollup" in err and "not a memory map" in err
     assert nothing_stored(cli)
 
