@@ -29,7 +29,7 @@ The rules, in the order they are tried:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from memsnap.elf import LoadLayout
@@ -223,3 +223,145 @@ def _above_guard(mappings: Sequence[Mapping], i: int) -> bool:
         and below.path is None
         and below.size <= GUARD_LIMIT
     )
+
+
+# --- a text too big to hold: the same rules, a mapping at a time ---------------------------
+
+ObjectKey = tuple[str, str, int]
+# Executable objects a streamed text may hold: each needs a few mappings kept while the
+# text is read (a process of 262,144 mappings with four per library has 65,536).
+MAX_STREAMED_OBJECTS = 65536
+# File-backed objects (executable or not) pass 1 keeps what pass 2 would gather for.
+MAX_SEEN_OBJECTS = 65536
+
+
+def object_key(m: Mapping) -> ObjectKey | None:
+    """The object a mapping belongs to, as `classify` groups them; None for mappings
+    that are not part of a file-backed object (anonymous, pseudo, guard, shared)."""
+    path = m.path
+    if path is None or m.perms == "---p" or path.startswith("["):
+        return None
+    if is_shmem_path(path, m.perms):
+        return None
+    return (path, m.dev, m.inode)
+
+
+@dataclass(slots=True)
+class _ObjectSeen:
+    """What `classify` asks of an executable object's members: its lowest start, its
+    offset-0 mapping (else its lowest one) and the member that ends last."""
+
+    lowest: Mapping
+    at_zero: Mapping | None
+    last: Mapping
+
+
+class StreamClassifier:
+    """`classify` for a text read several times rather than held (an import of millions
+    of mappings). Pass 1 (`see_executable`) finds the executable objects, pass 2
+    (`see_member`, only when pass 1 met too many objects to keep) what classifying needs
+    of them, then `kind` names each mapping in text order, given the one before it. The
+    text must be in address order, as the kernel prints it: then the kinds are exactly
+    those `classify` gives."""
+
+    def __init__(self) -> None:
+        self.executable: set[ObjectKey] = set()
+        self.seen: dict[ObjectKey, _ObjectSeen] = {}
+        # Pass 1 saw every file-backed object (few enough): pass 2 is not needed.
+        self.complete = True
+        self.prefix: dict[ObjectKey, str] = {}
+        self.program: ObjectKey | None = None
+        self.bss_ranges: list[tuple[int, int, str]] = []
+        self.range_starts: list[int] = []
+        self.fallback_starts: dict[int, str] = {}
+
+    def see_executable(self, mappings: Iterable[Mapping]) -> bool:
+        """Pass 1; False once more than MAX_STREAMED_OBJECTS executable objects.
+
+        While the text holds at most that many file-backed objects in all, pass 1 also
+        does pass 2's work for every one of them (most texts: then `complete` says so
+        and pass 2 is not needed)."""
+        executable, seen = self.executable, self.seen
+        for m in mappings:
+            key = object_key(m)
+            if key is None:
+                continue
+            if "x" in m.perms:
+                executable.add(key)
+            if self.complete:
+                self._see(key, m)
+                if len(seen) > MAX_SEEN_OBJECTS:
+                    self.complete = False
+                    seen.clear()
+        return len(executable) <= MAX_STREAMED_OBJECTS
+
+    def see_member(self, mappings: Iterable[Mapping]) -> None:
+        """Pass 2 (in text order: ties are broken as `classify` breaks them)."""
+        executable = self.executable
+        for m in mappings:
+            key = object_key(m)
+            if key is not None and key in executable:
+                self._see(key, m)
+
+    def _see(self, key: ObjectKey, m: Mapping) -> None:
+        found = self.seen.get(key)
+        if found is None:
+            self.seen[key] = _ObjectSeen(m, m if m.offset == 0 else None, m)
+            return
+        if m.start < found.lowest.start:
+            found.lowest = m
+        if m.offset == 0 and (found.at_zero is None or m.start < found.at_zero.start):
+            found.at_zero = m
+        if m.end > found.last.end:
+            found.last = m
+
+    def plan(self, layouts: LayoutSource = _no_layouts, page_size: int = 4096) -> None:
+        """After pass 2: the program (the lowest-addressed executable object, as for any
+        imported text), each object's bss."""
+        # Objects that turned out not to be executable are files: forgotten here.
+        self.seen = {k: v for k, v in self.seen.items() if k in self.executable}
+        if self.seen:
+            self.program = min(self.seen, key=lambda key: self.seen[key].lowest.start)
+        for key, found in self.seen.items():
+            prefix = "" if key == self.program else "lib-"
+            self.prefix[key] = prefix
+            base = found.at_zero or found.lowest
+            layout = layouts(base)
+            if layout is not None:
+                self.bss_ranges.extend(
+                    (s, e, prefix + "bss") for s, e in layout.bss_ranges(base.start, page_size)
+                )
+            elif "w" in found.last.perms:
+                self.fallback_starts[found.last.end] = prefix + "bss"
+        self.bss_ranges.sort()
+        self.range_starts = [r[0] for r in self.bss_ranges]
+
+    def kind(self, m: Mapping, below: Mapping | None) -> str:
+        """Pass 3: the kind of `m`, `below` being the mapping printed just before it."""
+        path = m.path
+        if path is not None:
+            pseudo = _pseudo_kind(m)
+            if pseudo is not None:
+                return pseudo
+            if m.perms == "---p":
+                return "guard"
+            if not path.startswith("[anon:"):
+                if is_shmem_path(path, m.perms):
+                    return "shmem"
+                prefix = self.prefix.get((path, m.dev, m.inode))
+                if prefix is None:
+                    return "file"
+                perms = m.perms
+                return prefix + ("text" if "x" in perms else "data" if "w" in perms else "rodata")
+        elif m.perms == "---p":
+            return "guard"
+        if m.perms.endswith("s"):
+            return "shmem"
+        if m.perms == "rw-p" and (
+            bss := _bss_kind(m, self.bss_ranges, self.range_starts, self.fallback_starts)
+        ):
+            return bss
+        # An imported text knows no thread's stack pointer: the guard-page rule decides.
+        if below is not None and _above_guard([below, m], 1):
+            return "thread-stack"
+        return "anon"

@@ -35,12 +35,12 @@ colon, a header's is an address range.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
 from operator import gt
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from memsnap.errors import ParseError
 from memsnap.model import SIZE_ATTRS, SMAPS_FIELDS, Columns, Mapping, columns_of
@@ -419,3 +419,77 @@ def parse_text(text: str | bytes, piece: int = 4 << 20, *, saved: bool = False) 
     while lines and not lines[-1].strip():
         lines.pop()
     return parse_lines(lines, saved=saved)
+
+
+# --- a saved text a piece at a time -----------------------------------------------------
+
+
+def _is_header(line: bytes) -> bool:
+    first = line.split(None, 1)
+    return bool(first) and not first[0].endswith(b":")
+
+
+def _refuse_long_line(lines: list[bytes], first_line: int) -> None:
+    if lines and max(map(len, lines)) > MAX_LINE:
+        i = next(i for i, line in enumerate(lines) if len(line) > MAX_LINE)
+        raise ParseError(
+            first_line + i, _decode(lines[i][:200]), "a line longer than the kernel prints"
+        )
+
+
+def read_pieces(stream: BinaryIO, budget: int = 4 << 20) -> Iterator[tuple[int, list[bytes]]]:
+    """The lines of a saved text (CRLF read as LF) in pieces of about `budget` bytes:
+    (number of the piece's first line, its lines). A piece holds whole smaps blocks: it
+    ends right before a header line. Refused as they are met, naming the line: a NUL
+    byte, a line longer than the kernel prints, a block longer than MAX_BLOCK_LINES (so
+    that no piece, and no line, can grow past a bound)."""
+    first_line = 1
+    pending: list[bytes] = []  # whole lines, not yet handed out
+    partial = b""  # the start of a line whose end has not been read yet
+    while True:
+        chunk = stream.read(budget)
+        if b"\0" in chunk:
+            at = first_line + len(pending) + (partial + chunk[: chunk.index(b"\0")]).count(b"\n")
+            raise ParseError(at, "", "a NUL byte: not a maps or smaps text")
+        data = partial + chunk
+        if chunk:
+            cut = data.rfind(b"\n") + 1
+            data, partial = data[:cut], data[cut:]
+            if len(partial) > MAX_LINE:
+                at = first_line + len(pending) + data.count(b"\n")
+                raise ParseError(at, _decode(partial[:200]), "a line longer than the kernel prints")
+        else:
+            partial = b""
+        if data:
+            lines = data.replace(b"\r\n", b"\n").split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            _refuse_long_line(lines, first_line + len(pending))
+            pending.extend(lines)
+        if not chunk:
+            if pending:
+                yield first_line, pending
+            return
+        # Hand out everything before the last header line; the block it starts may go on.
+        last = len(pending) - 1
+        floor = max(-1, last - MAX_BLOCK_LINES - 1)
+        while last > floor and not _is_header(pending[last]):
+            last -= 1
+        if last == floor and len(pending) > MAX_BLOCK_LINES:
+            at = first_line + len(pending) - 1
+            raise ParseError(
+                at, _decode(pending[-1][:200]), "an smaps block longer than a kernel prints"
+            )
+        if last > 0:
+            yield first_line, pending[:last]
+            first_line += last
+            pending = pending[last:]
+
+
+def parse_piece(lines: list[bytes], first_line: int, sums: Sums) -> Parsed:
+    """One piece from `read_pieces`: the fast path, else the line parser (which names
+    the line at fault, numbered from `first_line`). `sums` carries the totals so far."""
+    fast = _parse_strided(lines, None, sums)
+    if fast is not None:
+        return fast
+    return parse_lines(_decoded_each(lines), saved=True, first_line=first_line, sums=sums)

@@ -8,20 +8,25 @@ deleted library), else from the path when it still names the same inode.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from memsnap.capture.procfs import Capture, Proc, ProcessInfo
-from memsnap.classify import Threads, classify
+from memsnap.classify import MAX_STREAMED_OBJECTS, StreamClassifier, Threads, classify
 from memsnap.elf import HEAD_BYTES, LoadLayout, parse_load_layout
-from memsnap.errors import MemsnapError
-from memsnap.model import Mapping, ProcessIdentity, Totals, columns_of
-from memsnap.parse import parse_text
+from memsnap.errors import MemsnapError, ParseError
+from memsnap.model import Columns, Mapping, ProcessIdentity, Totals, columns_of
+from memsnap.parse import Parsed, Sums, parse_piece, parse_text, read_pieces
 from memsnap.store.database import Database
-from memsnap.store.writer import SnapshotInfo, save_snapshot, save_unchanged
+from memsnap.store.writer import (
+    SnapshotInfo,
+    save_snapshot,
+    save_streamed_snapshot,
+    save_unchanged,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,7 @@ def record_pid(
 
 IMPORTED_HOST = "(imported)"
 # A mapping's fields that come from smaps, left out of an import with --no-smaps.
+_HEADER_COLUMNS = Mapping._fields.index("deleted") + 1
 _NO_SMAPS: dict[str, Any] = dict.fromkeys(Mapping._fields[Mapping._fields.index("deleted") + 1 :])
 
 
@@ -198,4 +204,134 @@ def record_text(
     )
     columns = columns_of(mappings)
     snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, info, columns, kinds))
+    return Recorded(snapshot_id, pid, name, totals)
+
+
+# A saved text up to this size is parsed and classified whole, as a live read is; a larger
+# one is read in pieces, three times over (`record_file`), so that memory stays bounded
+# whatever its size: held whole, each mapping costs about 1.7 KiB, and a maps line can be
+# as short as 17 bytes.
+IN_MEMORY_IMPORT_BYTES = 1 << 20
+IMPORT_PIECE_BYTES = 4 << 20
+
+
+def record_file(
+    db: Database,
+    stream: BinaryIO,
+    *,
+    pid: int,
+    label: str | None = None,
+    host: str = IMPORTED_HOST,
+    page_size: int = 4096,
+    taken_at: datetime | None = None,
+    smaps: bool = True,
+) -> Recorded:
+    """Store the saved text in `stream` (seekable, binary) as a snapshot of `pid`: whole
+    when it is small, else streamed with bounded memory; the same snapshot either way."""
+    size = stream.seek(0, os.SEEK_END)
+    stream.seek(0)
+    if size <= IN_MEMORY_IMPORT_BYTES:
+        raw = stream.read()
+        if b"\0" in raw:
+            raise MemsnapError("the text holds NUL bytes: not a maps or smaps text")
+        return record_text(
+            db, raw, pid=pid, label=label, host=host, page_size=page_size,
+            taken_at=taken_at, smaps=smaps,
+        )  # fmt: skip
+    return _record_streamed(db, stream, pid, label, host, page_size, taken_at, smaps)
+
+
+def _pieces(stream: BinaryIO) -> Iterator[tuple[list[bytes], int, Parsed]]:
+    """The text parsed a piece at a time: (its lines, first line number, mappings)."""
+    stream.seek(0)
+    sums = Sums()
+    for first_line, lines in read_pieces(stream, IMPORT_PIECE_BYTES):
+        yield lines, first_line, parse_piece(lines, first_line, sums)
+
+
+def _header_line(lines: list[bytes], first_line: int, index: int) -> tuple[int, str]:
+    """The number and text of the `index`-th header line of a piece."""
+    seen = -1
+    for i, line in enumerate(lines):
+        part = line.split(None, 1)
+        if part and not part[0].endswith(b":"):
+            seen += 1
+            if seen == index:
+                return first_line + i, line.decode("utf-8", "surrogateescape")
+    raise AssertionError("no such header line")  # pragma: no cover
+
+
+def _record_streamed(
+    db: Database,
+    stream: BinaryIO,
+    pid: int,
+    label: str | None,
+    host: str,
+    page_size: int,
+    taken_at: datetime | None,
+    smaps: bool,
+) -> Recorded:
+    classifier = StreamClassifier()
+    # Pass 1: the whole text is checked (every error is met before anything is
+    # written), its order, and which objects are executable.
+    count, has_smaps, previous = 0, False, -1
+    for lines, first_line, parsed in _pieces(stream):
+        starts = parsed.columns[0]
+        if starts and (starts[0] < previous or any(map(int.__gt__, starts, starts[1:]))):
+            at = (
+                0
+                if starts[0] < previous
+                else next(i + 1 for i in range(len(starts) - 1) if starts[i] > starts[i + 1])
+            )
+            lineno, line = _header_line(lines, first_line, at)
+            raise ParseError(
+                lineno, line, "mappings out of address order (a text this big must be "
+                "in the kernel's order)"
+            )  # fmt: skip
+        if starts:
+            previous = starts[-1]
+        count += len(starts)
+        has_smaps = has_smaps or parsed.has_smaps
+        if not classifier.see_executable(parsed.mappings):
+            raise MemsnapError(
+                f"the text maps more than {MAX_STREAMED_OBJECTS} executable files: "
+                "more than memsnap imports"
+            )
+    if not count:
+        raise MemsnapError("the text holds no mappings")
+    if not classifier.complete:
+        # Pass 2: what classifying needs of the executable objects.
+        for _, _, parsed in _pieces(stream):
+            classifier.see_member(parsed.mappings)
+    classifier.plan(layouts_from_files(None, None), page_size)
+    program = classifier.program[0] if classifier.program is not None else None
+    name = Path(program).name if program else "?"
+    info = SnapshotInfo(
+        identity=ProcessIdentity(host, None, pid, None),
+        command=name,
+        cmdline=(),
+        exe=program,
+        taken_at=taken_at or datetime.now(timezone.utc),
+        label=label,
+        source="file",
+        page_size=page_size,
+        kernel=None,
+        has_smaps=has_smaps and smaps,
+    )
+
+    def batches() -> Iterator[tuple[Columns, list[str]]]:
+        # Pass 3: each piece classified and handed to the writer.
+        below: Mapping | None = None
+        for _, _, parsed in _pieces(stream):
+            kinds = []
+            for m in parsed.mappings:
+                kinds.append(classifier.kind(m, below))
+                below = m
+            columns = parsed.columns
+            if not smaps:
+                header = _HEADER_COLUMNS
+                columns = (*columns[:header], *([None] * len(kinds) for _ in columns[header:]))
+            yield columns, kinds
+
+    snapshot_id, totals = db.write(lambda conn: save_streamed_snapshot(conn, info, batches()))
     return Recorded(snapshot_id, pid, name, totals)

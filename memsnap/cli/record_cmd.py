@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
-from typing import TYPE_CHECKING
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import typer
 
@@ -21,8 +25,9 @@ if TYPE_CHECKING:
     from memsnap.capture.record import Recorded
     from memsnap.capture.sweep import Sweep
 
-# A saved text larger than this is refused before it is read whole: 60,000 mappings of
-# smaps are about 45 MiB, so this leaves room while keeping /dev/zero from eating memory.
+# A saved text larger than this is refused before it is read: 60,000 mappings of smaps are
+# about 45 MiB, and a kernel with vm.max_map_count=262144 (as Elasticsearch sets it) prints
+# about 220 MiB of smaps for a process that uses them all.
 MAX_IMPORT_BYTES = 256 << 20
 
 
@@ -36,32 +41,48 @@ def summary_line(done: Recorded) -> str:
     )
 
 
-def read_import(source: str) -> str:
-    """The text of `--from-file` (`-` is standard input), refusing what is not a maps
-    text before it can fill memory: a regular file is judged by its size, anything else
-    (a pipe, /dev/zero) is read a chunk at a time and refused at the first NUL byte or
-    once past the limit."""
-    chunks: list[bytes] = []
-    total = 0
+@contextmanager
+def read_import(source: str) -> Iterator[BinaryIO]:
+    """The text of `--from-file` (`-` is standard input) as a seekable file, refusing
+    what is not a maps text before it can fill memory or disk: a regular file is judged
+    by its size and read where it is; anything else (a pipe, /dev/zero) is copied a chunk
+    at a time into an unnamed temporary file (never held whole: an import is read more
+    than once) and refused at the first NUL byte or once past the limit."""
     try:
         stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-        with stream:
-            if source != "-" and os.fstat(stream.fileno()).st_size > MAX_IMPORT_BYTES:
-                raise MemsnapError(_too_big(source))
-            while chunk := stream.read(1 << 20):
-                if b"\0" in chunk:
-                    raise MemsnapError(f"{source}: holds NUL bytes: not a maps or smaps text")
-                total += len(chunk)
-                if total > MAX_IMPORT_BYTES:
-                    raise MemsnapError(_too_big(source))
-                chunks.append(chunk)
     except FileNotFoundError:
         raise MemsnapError(f"{source}: no such file") from None
     except IsADirectoryError:
         raise MemsnapError(f"{source}: is a folder, not a maps text") from None
     except OSError as exc:
         raise MemsnapError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    return b"".join(chunks).decode("utf-8", "surrogateescape")
+    with stream:
+        found = os.fstat(stream.fileno()) if source != "-" else None
+        if found is not None and stat.S_ISREG(found.st_mode):
+            if found.st_size > MAX_IMPORT_BYTES:
+                raise MemsnapError(_too_big(source))
+            yield stream
+            return
+        with tempfile.TemporaryFile(prefix="memsnap-import-") as spool:
+            _spool(source, stream, spool)
+            yield cast(BinaryIO, spool)
+
+
+def _spool(source: str, stream: BinaryIO, spool: Any) -> None:
+    total = 0
+    try:
+        while chunk := stream.read(1 << 20):
+            if b"\0" in chunk:
+                raise MemsnapError(f"{source}: holds NUL bytes: not a maps or smaps text")
+            total += len(chunk)
+            if total > MAX_IMPORT_BYTES:
+                raise MemsnapError(_too_big(source))
+            spool.write(chunk)
+    except IsADirectoryError:
+        raise MemsnapError(f"{source}: is a folder, not a maps text") from None
+    except OSError as exc:
+        raise MemsnapError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    spool.seek(0)
 
 
 def _too_big(source: str) -> str:
@@ -272,11 +293,10 @@ def import_file(
     host: str | None = None,
     smaps: bool = True,
 ) -> None:
-    from memsnap.capture.record import IMPORTED_HOST, record_text
+    from memsnap.capture.record import IMPORTED_HOST, record_file
 
-    text = read_import(source)
-    with database(ctx, create=True) as db:
-        done = record_text(
+    with read_import(source) as text, database(ctx, create=True) as db:
+        done = record_file(
             db,
             text,
             pid=pid,

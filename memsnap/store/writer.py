@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from functools import cache
 from itertools import chain
@@ -138,15 +138,16 @@ def _insert_ignoring_conflicts(conn: Connection, table: Any, rows: list[dict[str
         conn.execute(_insert_or_skip(conn.dialect.name, table), rows)
 
 
-def intern_paths(conn: Connection, texts: Iterable[str]) -> dict[str, int]:
+def intern_paths(conn: Connection, texts: Iterable[str], remember: bool = True) -> dict[str, int]:
     """The id of each path, inserting those not stored yet.
 
     Ids found already stored are remembered for the life of the database connection
     (`record --all` meets libc in every process): path rows are never deleted, and only
     rows committed before this transaction began are remembered, never ones it inserted,
-    which a rollback could take back.
+    which a rollback could take back. A caller that interns in several rounds within one
+    transaction passes `remember=False`: a later round finds the earlier rounds' rows.
     """
-    stored: dict[str, int] = conn.info.setdefault("memsnap.path_ids", {})
+    stored: dict[str, int] = conn.info.setdefault("memsnap.path_ids", {}) if remember else {}
     by_digest = {path_digest(t): t for t in set(texts)}
     ids = {t: stored[d] for d, t in by_digest.items() if d in stored}
 
@@ -409,6 +410,42 @@ def save_snapshot(
     new_rows = keys if latest is None else _keep_unchanged(conn, process_row, seq, keys)
     _insert_regions(conn, process_row, seq, new_rows)
     by_kind = totals_by_kind(columns, kinds)
+    totals = combine(by_kind.values())
+    snapshot_id = _snapshot_row(conn, process_row, seq, info, totals)
+    _kind_rows(conn, snapshot_id, by_kind)
+    return snapshot_id, totals
+
+
+def _merge(a: Totals, b: Totals) -> Totals:
+    """The totals of two sets of regions together (unknown sizes stay unknown)."""
+    merged: dict[str, Any] = {
+        f.name: _add_known(getattr(a, f.name), getattr(b, f.name)) for f in fields(Totals)
+    }
+    return Totals(**merged)
+
+
+def _add_known(a: int | None, b: int | None) -> int | None:
+    return a if b is None else b if a is None else a + b
+
+
+def save_streamed_snapshot(
+    conn: Connection, info: SnapshotInfo, batches: Iterable[tuple[Columns, Sequence[str]]]
+) -> tuple[int, Totals]:
+    """Store the first snapshot of a new process from its regions a batch at a time
+    (columns and kinds, as `save_snapshot` takes them whole), inside the caller's
+    transaction: an import of millions of mappings never holds them all. Nothing is
+    compared (a new process has no open rows); totals are summed as the rows go in."""
+    process_row, created = process_id(conn, info.identity, info.command, info.cmdline, info.exe)
+    if not created:
+        raise ValueError("a streamed snapshot is the first of a new process")
+    seq = 1
+    by_kind: dict[str, Totals] = {}
+    for columns, kinds in batches:
+        path_ids = intern_paths(conn, (p for p in columns[_PATH] if p is not None), remember=False)
+        _insert_regions(conn, process_row, seq, _stored_keys(columns, kinds, path_ids))
+        for kind, part in totals_by_kind(columns, kinds).items():
+            have = by_kind.get(kind)
+            by_kind[kind] = part if have is None else _merge(have, part)
     totals = combine(by_kind.values())
     snapshot_id = _snapshot_row(conn, process_row, seq, info, totals)
     _kind_rows(conn, snapshot_id, by_kind)
