@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property, partial
@@ -480,3 +480,41 @@ def diff_between(conn: Connection, a: Snapshot, b: Snapshot) -> Diff:
             for c in found.changed
         ),
     )
+
+
+# A snapshot with more regions than this is shown a batch at a time (`iter_layout`)
+# rather than read whole: above the most a default kernel allows (vm.max_map_count
+# 65,530), so a normal process keeps the faster whole read.
+STREAM_REGIONS = 100_000
+_STREAM_BATCH = 5000
+
+
+def iter_layout(
+    conn: Connection, snap: Snapshot, *, descending: bool = False, batch: int = _STREAM_BATCH
+) -> Iterator[list[Region]]:
+    """Every region of a snapshot, a batch at a time, in address order (highest first
+    when `descending`): the database sorts, and only one batch is held at a time (on
+    PostgreSQL through a server-side cursor)."""
+    quote = conn.dialect.identifier_preparer.quote
+    fields = Region._fields
+    select_list = ", ".join(_SQL_OF_FIELD.get(f) or f"r.{quote(f)}" for f in fields)
+    order = "DESC" if descending else "ASC"
+    where = _LAYOUT_WHERE.replace("?", placeholder(conn))
+    result = conn.execution_options(stream_results=True).exec_driver_sql(
+        f"SELECT {select_list} FROM regions r LEFT JOIN paths p ON p.id = r.path_id "
+        f"WHERE {where} ORDER BY r.start_addr {order}, r.id {order}",
+        (snap.process_id, snap.seq, snap.seq),
+    )
+    shifted = [fields.index(f) for f in U64_REGION_FIELDS]
+    deleted = fields.index("deleted")
+    try:
+        # Through the result, not its driver cursor: a server-side cursor's result has
+        # already buffered the first rows.
+        for rows in result.partitions(batch):
+            columns: list[Any] = list(zip(*rows, strict=True))
+            for i in shifted:
+                columns[i] = map(U64_SHIFT.__add__, columns[i])
+            columns[deleted] = map(bool, columns[deleted])
+            yield list(map(_new_region, zip(*columns, strict=True)))
+    finally:
+        result.close()

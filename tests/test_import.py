@@ -329,3 +329,98 @@ def test_a_streamed_import_refuses_what_a_whole_one_refuses(
     )
     assert "NUL" in err
     assert len(json.loads(sqlite_cli("list", "--format", "json").stdout)["snapshots"]) == 2
+
+
+# --- reading a huge snapshot: streamed, the same text -----------------------------------
+
+SHOWN = [LOCAL_SMAPS, "aosp-libmeminfo-smaps_short-android-x86_64.txt", LOCAL_MAPS]
+
+
+@pytest.mark.parametrize("name", SHOWN)
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--format", "json"],
+        ["--format", "csv"],
+        [],
+        ["--style", "plain"],
+        ["--top-down", "--format", "json"],
+        ["--kind", "anon", "--kind", "lib-text", "--format", "csv"],
+        ["--kind", "lib-text", "--top-down"],
+        ["--kind", "heap", "--format", "json"],  # one row
+        ["--kind", "vsyscall", "--format", "json"],  # none
+        ["--kind", "vsyscall", "--format", "csv"],
+        ["--style", "grid"],  # not laid out a row at a time: the whole layout is read
+    ],
+)
+def test_a_streamed_show_prints_what_a_whole_show_prints(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, name: str, options: list[str]
+) -> None:
+    import memsnap.history
+
+    assert cli("record", "--from-file", str(capture_path(name)), "--pid", "5").exit_code == 0
+    whole = cli("show", "1", *options)
+    assert whole.exit_code == 0, whole.stderr
+    monkeypatch.setattr(memsnap.history, "STREAM_REGIONS", 0)
+    monkeypatch.setattr(memsnap.history, "_STREAM_BATCH", 3)  # many batches
+    streamed = cli("show", "1", *options)
+    assert streamed.exit_code == 0, streamed.stderr
+    assert streamed.stdout == whole.stdout
+
+
+def test_a_streamed_table_in_colour_is_the_whole_table(
+    sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import memsnap.cli.show_cmd
+    import memsnap.history
+
+    monkeypatch.setattr(memsnap.cli.show_cmd, "use_color", lambda: True)
+    assert sqlite_cli("record", "--from-file", str(capture_path(LOCAL_SMAPS)), "--pid", "5")
+    whole = sqlite_cli("show", "1")
+    monkeypatch.setattr(memsnap.history, "STREAM_REGIONS", 0)
+    monkeypatch.setattr(memsnap.history, "_STREAM_BATCH", 4)
+    streamed = sqlite_cli("show", "1")
+    assert "\x1b[" in whole.stdout and "legend:" in whole.stdout
+    assert streamed.stdout == whole.stdout
+
+
+@pytest.mark.parametrize("name", SHOWN)
+@pytest.mark.parametrize("kinds", [[], ["anon", "heap"]])
+def test_a_summary_from_stored_totals_is_the_summary_of_the_regions(
+    cli: Cli, name: str, kinds: list[str]
+) -> None:
+    from memsnap import history, render
+    from memsnap.store.database import open_database
+
+    assert cli("record", "--from-file", str(capture_path(name)), "--pid", "5").exit_code == 0
+    db = open_database(cli.url)
+    try:
+        with db.reading() as conn:
+            snap = history.get_snapshot(conn, 1)
+            regions = [r for r in history.layout(conn, snap) if not kinds or r.kind in kinds]
+    finally:
+        db.close()
+    options = [x for k in kinds for x in ("--kind", k)]
+    table = cli("show", "1", "--summary", *options).stdout
+    assert table == render.summary_table(snap, regions, "simple", False) + "\n"
+    doc = json.loads(cli("show", "1", "--summary", "--format", "json", *options).stdout)
+    assert doc["kinds"] == render.summary_json(regions)
+    csv_text = cli("show", "1", "--summary", "--format", "csv", *options).stdout
+    assert csv_text == render.summary_csv(regions, snap.totals.size) + "\n"
+
+
+def test_a_summary_reads_no_region(sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import memsnap.history
+
+    assert sqlite_cli("record", "--from-file", str(capture_path(LOCAL_SMAPS)), "--pid", "5")
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a summary read the regions")
+
+    monkeypatch.setattr(memsnap.history, "layout", refuse)
+    monkeypatch.setattr(memsnap.history, "iter_layout", refuse)
+    for fmt in ("table", "json", "csv"):
+        done = sqlite_cli("show", "1", "--summary", "--format", fmt)
+        assert done.exit_code == 0 and "heap" in done.stdout
+    done = sqlite_cli("show", "1", "--summary", "--kind", "heap,stack", "--format", "json")
+    assert set(json.loads(done.stdout)["kinds"]) == {"heap", "stack"}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -21,6 +22,11 @@ from memsnap.cli.common import (
 from memsnap.cli.picking import id_argument, name_option, pid_option
 from memsnap.errors import UsageError
 from memsnap.match import compile_name
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from memsnap.model import Region, Snapshot
 
 
 def show(
@@ -59,6 +65,20 @@ def show(
         else:
             assert snapshot_id is not None
             snap = history.get_snapshot(conn, snapshot_id)
+        with_gaps = gaps or "gap" in (kinds or ())
+        stored = snap.kinds and sum(t.regions for t in snap.kinds.values()) == snap.totals.regions
+        if summary and not with_gaps and stored:
+            # The per-kind totals are stored with the snapshot: no region is read.
+            show_stored_summary(snap, kinds or (), fmt, style)
+            return
+        if (
+            not summary
+            and not with_gaps
+            and sort is SortKey.address
+            and snap.totals.regions > history.STREAM_REGIONS
+            and show_streamed(conn, snap, kinds or (), fmt, style, top_down)
+        ):
+            return
         regions = history.layout(conn, snap)
     if gaps or "gap" in (kinds or ()):  # asking for the kind gap asks for the gaps
         regions = render.with_gaps(regions)
@@ -88,3 +108,58 @@ def show(
     else:
         color = use_color()
         echo(render.show_table(snap, regions, style, color), colours=color)
+
+
+def show_stored_summary(
+    snap: Snapshot, kinds: Sequence[str], fmt: OutputFormat, style: str
+) -> None:
+    """`show --summary` from the snapshot's stored per-kind totals."""
+    from memsnap import render
+
+    by_kind = render.stored_kind_totals(snap.kinds, kinds)
+    if fmt is OutputFormat.json:
+        echo(
+            render.dumps(
+                {"snapshot": render.snapshot_json(snap), "kinds": render.summary_json_of(by_kind)}
+            )
+        )
+    elif fmt is OutputFormat.csv:
+        echo(render.summary_csv_of(by_kind, snap.totals.size))
+    else:
+        color = use_color()
+        echo(render.summary_table_of(snap, by_kind, style, color), colours=color)
+
+
+def show_streamed(
+    conn: Connection,
+    snap: Snapshot,
+    kinds: Sequence[str],
+    fmt: OutputFormat,
+    style: str,
+    top_down: bool,
+) -> bool:
+    """`show` of a snapshot too big to hold, read and printed a batch of regions at a
+    time; False (nothing printed) where only the whole layout will do (a table style
+    that is not laid out a row at a time, fewer than two rows)."""
+    from memsnap import history, render_stream
+
+    def batches() -> Iterator[list[Region]]:
+        for batch in history.iter_layout(conn, snap, descending=top_down):
+            yield [r for r in batch if r.kind in kinds] if kinds else batch
+
+    color = False
+    chunks: Iterable[str] | None
+    if fmt is OutputFormat.json:
+        chunks = render_stream.json_chunks(snap, batches(), snap.page_size)
+    elif fmt is OutputFormat.csv:
+        chunks = render_stream.csv_chunks(batches(), snap.page_size)
+    elif render_stream.can_stream_table(style):
+        color = use_color()
+        chunks = render_stream.table_chunks(snap, batches, style, color)
+    else:
+        chunks = None
+    if chunks is None:
+        return False
+    for chunk in chunks:
+        echo(chunk, colours=color)
+    return True

@@ -187,10 +187,13 @@ def _is_hole(r: Region) -> bool:
     return r.kind == "gap" and r.path == HOLE_PATH
 
 
-def show_columns(regions: Sequence[Region], page_size: int, color: bool) -> list[list[str]]:
+def show_columns(
+    regions: Sequence[Region], page_size: int, color: bool, width: int | None = None
+) -> list[list[str]]:
     """The show table column by column (built a column at a time: a layout can hold
-    65,530 regions); on a terminal every cell takes its region's kind's color."""
-    width = max((len(f"{r.end:x}") for r in regions), default=12)
+    65,530 regions); on a terminal every cell takes its region's kind's color. Addresses
+    are `width` hex digits (default: as many as the highest end needs)."""
+    width = width or max((len(f"{r.end:x}") for r in regions), default=12)
     span = f"{{:0{width}x}}-{{:0{width}x}}".format
     kinds = [r.kind for r in regions]
     columns = [
@@ -259,6 +262,20 @@ def _share(size: int, total: int) -> str:
 def summary_rows(regions: Sequence[Region], color: bool, total_size: int) -> list[list[str]]:
     """One row per kind; "of total" is of the whole process (`total_size`), also when
     `--kind` kept only some kinds."""
+    return summary_rows_of(_by_kind(regions), color, total_size)
+
+
+KindTotals = list[tuple[str, Totals]]
+
+
+def stored_kind_totals(kinds: dict[str, Totals], only: Sequence[str] = ()) -> KindTotals:
+    """A snapshot's stored per-kind totals (of `only` those kinds, when given) in the
+    order the summaries use: what summing its regions would give, without reading one."""
+    return [(k, kinds[k]) for k in KINDS if k in kinds and (not only or k in only)]
+
+
+def summary_rows_of(by_kind: KindTotals, color: bool, total_size: int) -> list[list[str]]:
+    """`summary_rows` from per-kind totals."""
     return [
         [
             paint(kind, kind, color),
@@ -270,7 +287,7 @@ def summary_rows(regions: Sequence[Region], color: bool, total_size: int) -> lis
             human(t.swap),
             human(t.uss),
         ]
-        for kind, t in _by_kind(regions)
+        for kind, t in by_kind
     ]
 
 
@@ -278,8 +295,12 @@ SUMMARY_HEADERS = ["kind", "regions", "size", "of total", "rss", "pss", "swap", 
 
 
 def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, color: bool) -> str:
+    return summary_table_of(snapshot, _by_kind(regions), style, color)
+
+
+def summary_table_of(snapshot: Snapshot, by_kind: KindTotals, style: str, color: bool) -> str:
     body = table(
-        summary_rows(regions, color, snapshot.totals.size),
+        summary_rows_of(by_kind, color, snapshot.totals.size),
         SUMMARY_HEADERS,
         style,
         ("left",) + ("right",) * 7,
@@ -288,7 +309,11 @@ def summary_table(snapshot: Snapshot, regions: Sequence[Region], style: str, col
 
 
 def summary_json(regions: Sequence[Region]) -> dict[str, Any]:
-    return {kind: totals_json(t) for kind, t in _by_kind(regions)}
+    return summary_json_of(_by_kind(regions))
+
+
+def summary_json_of(by_kind: KindTotals) -> dict[str, Any]:
+    return {kind: totals_json(t) for kind, t in by_kind}
 
 
 SUMMARY_CSV_FIELDS = ["kind", "regions", "size", "of_total", "rss", "pss", "swap"]
@@ -297,13 +322,17 @@ SUMMARY_CSV_FIELDS = ["kind", "regions", "size", "of_total", "rss", "pss", "swap
 def summary_csv(regions: Sequence[Region], total_size: int) -> str:
     """`--summary --format csv`: the summary's rows, sizes in bytes, `of_total` a fraction
     of the whole process's size (empty for gaps)."""
+    return summary_csv_of(_by_kind(regions), total_size)
+
+
+def summary_csv_of(by_kind: KindTotals, total_size: int) -> str:
     rows = [
         {
             "kind": kind,
             **totals_json(t),
             "of_total": "" if kind == "gap" else round(t.size / (total_size or 1), 6),
         }
-        for kind, t in _by_kind(regions)
+        for kind, t in by_kind
     ]
     return to_csv(rows, SUMMARY_CSV_FIELDS)
 

@@ -81,3 +81,10 @@ def table_of_columns(
     padded = [_pad(col, w, a) for col, w, a in zip(columns, widths, colalign, strict=True)]
     body = map(str.rstrip, map("  ".join, zip(*padded, strict=True)))
     return "\n".join([*sample[:head_lines], *body])
+
+
+# For `render_stream`, which lays a table out a batch at a time with tabulate's widths.
+FAST_STYLES = _FAST_STYLES
+visible_width = _width
+widest_cell = _widest
+pad_column = _pad
