@@ -490,7 +490,7 @@ _STREAM_BATCH = 5000
 
 
 def iter_layout(
-    conn: Connection, snap: Snapshot, *, descending: bool = False, batch: int = _STREAM_BATCH
+    conn: Connection, snap: Snapshot, *, descending: bool = False, batch: int | None = None
 ) -> Iterator[list[Region]]:
     """Every region of a snapshot, a batch at a time, in address order (highest first
     when `descending`): the database sorts, and only one batch is held at a time (on
@@ -510,7 +510,7 @@ def iter_layout(
     try:
         # Through the result, not its driver cursor: a server-side cursor's result has
         # already buffered the first rows.
-        for rows in result.partitions(batch):
+        for rows in result.partitions(batch or _STREAM_BATCH):
             columns: list[Any] = list(zip(*rows, strict=True))
             for i in shifted:
                 columns[i] = map(U64_SHIFT.__add__, columns[i])
