@@ -32,7 +32,10 @@ def one_line_error(result: object, code: int) -> str:
 
 
 def nothing_stored(cli: Cli) -> bool:
-    return json.loads(cli("list", "--format", "json").stdout)["snapshots"] == []
+    listed = cli("list", "--format", "json")
+    if listed.exit_code == 1:  # refused before the database was even created
+        return "nothing recorded" in listed.stderr
+    return json.loads(listed.stdout)["snapshots"] == []
 
 
 def regions_of(cli: Cli, snapshot: int) -> list[dict[str, object]]:
