@@ -286,15 +286,15 @@ def test_a_streamed_import_is_the_whole_import(
     sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch, name: str, passes: int
 ) -> None:
     import memsnap.classify
-    import memsnap.record
+    import memsnap.capture.record
 
     if passes == 3:  # too many objects to keep in pass 1: a pass of their own
         monkeypatch.setattr(memsnap.classify, "MAX_SEEN_OBJECTS", 0)
     path = str(capture_path(name))
     assert sqlite_cli("record", "--from-file", path, "--pid", "5").exit_code == 0
     whole = snapshot_doc(sqlite_cli, 1)
-    monkeypatch.setattr(memsnap.record, "IN_MEMORY_IMPORT_BYTES", 0)
-    monkeypatch.setattr(memsnap.record, "IMPORT_PIECE_BYTES", 700)  # many pieces
+    monkeypatch.setattr(memsnap.capture.record, "IN_MEMORY_IMPORT_BYTES", 0)
+    monkeypatch.setattr(memsnap.capture.record, "IMPORT_PIECE_BYTES", 700)  # many pieces
     done = sqlite_cli("record", "--from-file", path, "--pid", "5")
     starts = [m.start for m in parse_text(fixture_text(name)).mappings]
     if starts != sorted(starts):
@@ -308,10 +308,10 @@ def test_a_streamed_import_is_the_whole_import(
 def test_a_streamed_import_refuses_what_a_whole_one_refuses(
     sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import memsnap.record
+    import memsnap.capture.record
 
-    monkeypatch.setattr(memsnap.record, "IN_MEMORY_IMPORT_BYTES", 0)
-    monkeypatch.setattr(memsnap.record, "IMPORT_PIECE_BYTES", 200)
+    monkeypatch.setattr(memsnap.capture.record, "IN_MEMORY_IMPORT_BYTES", 0)
+    monkeypatch.setattr(memsnap.capture.record, "IMPORT_PIECE_BYTES", 200)
     for text, lineno, why in TOO_BIG:
         err = one_line_error(sqlite_cli("record", "--from-file", "-", "--pid", "3", input=text), 1)
         assert f"line {lineno}:" in err and why in err

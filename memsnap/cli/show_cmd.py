@@ -114,7 +114,7 @@ def show_stored_summary(
     snap: Snapshot, kinds: Sequence[str], fmt: OutputFormat, style: str
 ) -> None:
     """`show --summary` from the snapshot's stored per-kind totals."""
-    from memsnap import render
+    from memsnap.render import snapshot as render
 
     by_kind = render.stored_kind_totals(snap.kinds, kinds)
     if fmt is OutputFormat.json:
@@ -141,7 +141,8 @@ def show_streamed(
     """`show` of a snapshot too big to hold, read and printed a batch of regions at a
     time; False (nothing printed) where only the whole layout will do (a table style
     that is not laid out a row at a time, fewer than two rows)."""
-    from memsnap import history, render_stream
+    from memsnap import history
+    from memsnap.render import stream as render_stream
 
     def batches() -> Iterator[list[Region]]:
         for batch in history.iter_layout(conn, snap, descending=top_down):

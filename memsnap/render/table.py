@@ -83,7 +83,7 @@ def table_of_columns(
     return "\n".join([*sample[:head_lines], *body])
 
 
-# For `render_stream`, which lays a table out a batch at a time with tabulate's widths.
+# For `render.stream`, which lays a table out a batch at a time with tabulate's widths.
 FAST_STYLES = _FAST_STYLES
 visible_width = _width
 widest_cell = _widest

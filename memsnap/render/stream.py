@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from memsnap import render
 from memsnap.model import KINDS, Region, Snapshot
-from memsnap.table import FAST_STYLES, pad_column, visible_width, widest_cell
+from memsnap.render import snapshot as render
+from memsnap.render.table import FAST_STYLES, pad_column, visible_width, widest_cell
 
 _REGIONS_OPEN = '"regions": [\n'
 _DOCUMENT_CLOSE = "\n  ]\n}"
