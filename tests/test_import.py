@@ -285,8 +285,8 @@ def snapshot_doc(cli: Cli, snapshot: int) -> dict[str, object]:
 def test_a_streamed_import_is_the_whole_import(
     sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch, name: str, passes: int
 ) -> None:
-    import memsnap.classify
     import memsnap.capture.record
+    import memsnap.classify
 
     if passes == 3:  # too many objects to keep in pass 1: a pass of their own
         monkeypatch.setattr(memsnap.classify, "MAX_SEEN_OBJECTS", 0)
@@ -392,7 +392,8 @@ def test_a_streamed_table_in_colour_is_the_whole_table(
 def test_a_summary_from_stored_totals_is_the_summary_of_the_regions(
     cli: Cli, name: str, kinds: list[str]
 ) -> None:
-    from memsnap import history, render
+    from memsnap import history
+    from memsnap.render import snapshot as render
     from memsnap.store.database import open_database
 
     assert cli("record", "--from-file", str(capture_path(name)), "--pid", "5").exit_code == 0

@@ -24,8 +24,6 @@ from memsnap.errors import UsageError
 from memsnap.match import compile_name
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from memsnap.model import Region, Snapshot
 
 
@@ -131,7 +129,7 @@ def show_stored_summary(
 
 
 def show_streamed(
-    conn: Connection,
+    conn: Any,  # a database connection from `history`'s caller (cli never names sqlalchemy)
     snap: Snapshot,
     kinds: Sequence[str],
     fmt: OutputFormat,
