@@ -316,7 +316,7 @@ def summary_json_of(by_kind: KindTotals) -> dict[str, Any]:
     return {kind: totals_json(t) for kind, t in by_kind}
 
 
-SUMMARY_CSV_FIELDS = ["kind", "regions", "size", "of_total", "rss", "pss", "swap"]
+SUMMARY_CSV_FIELDS = ["kind", "regions", "size", "of_total", "rss", "pss", "swap", "uss"]
 
 
 def summary_csv(regions: Sequence[Region], total_size: int) -> str:
