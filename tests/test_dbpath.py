@@ -193,6 +193,8 @@ def test_a_database_the_user_may_only_read_can_be_read(
     recorded = memsnap(str(path), "record", "--all", user=as_nobody)
     assert recorded.returncode == 1
     assert "read-only to you" in recorded.stderr and len(recorded.stderr.splitlines()) == 1
+    pruned = memsnap(str(path), "prune", "--keep-last", "1", user=as_nobody)
+    assert pruned.returncode == 1 and f"{path}: is read-only to you" in pruned.stderr
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["memsnap.db"]
 

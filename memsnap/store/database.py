@@ -130,9 +130,8 @@ class Database:
         """One write transaction, taken up front (BEGIN IMMEDIATE on SQLite) so two
         writers queue on the busy timeout instead of failing on a lock upgrade."""
         if self.read_only:
-            raise DatabaseError(
-                f"{safe_url(self.url)}: is read-only to you; writing needs write access"
-            )
+            where = sqlite_file(self.url) or safe_url(self.url)
+            raise DatabaseError(f"{where}: is read-only to you; writing needs write access")
         conn = self.engine.connect().execution_options(memsnap_immediate=True)
         try:
             with conn.begin():
