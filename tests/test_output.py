@@ -264,7 +264,7 @@ def test_show_summary_in_csv_is_the_summary(sqlite_cli: Cli) -> None:
     _import(sqlite_cli, LOCAL_SMAPS)
     out = sqlite_cli("show", "1", "--summary", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    assert list(rows[0]) == ["kind", "regions", "size", "of_total", "rss", "pss", "swap"]
+    assert list(rows[0]) == ["kind", "regions", "size", "of_total", "rss", "pss", "swap", "uss"]
     lib_text = next(r for r in rows if r["kind"] == "lib-text")
     assert lib_text["regions"] == "3" and int(lib_text["size"]) > 0
     assert abs(sum(float(r["of_total"]) for r in rows) - 1) < 1e-3

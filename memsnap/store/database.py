@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -401,8 +402,16 @@ def _use_wal(conn: Connection) -> None:
     to be memsnap's or empty; it persists in the file, so usually nothing is written."""
     raw = conn.connection.dbapi_connection
     assert raw is not None
-    if raw.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        raw.execute("PRAGMA journal_mode = WAL")
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while raw.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            raw.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            # Two memsnaps switching one new file at once: SQLite answers "locked" at
+            # once, without its busy handler (waiting could deadlock); try again.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _migrate(
