@@ -20,14 +20,13 @@ commands' start-up does not pay for it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from memsnap import names
 from memsnap.diff import Diff, Movement
 from memsnap.model import KINDS, Region, Snapshot, Totals, columns_of, totals_by_kind
-from memsnap.names import escape_undecodable
 from memsnap.render import KIND_COLORS, hexaddr, local_time
 from memsnap.units import human, signed_human
 
@@ -85,16 +84,11 @@ UNKNOWN_KIND_COLOR = "#9e9e9e"
 # "other" bar of the summary.
 FOLD_BELOW = 0.01
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
 
 def visible(text: str | None) -> str:
-    """`text` with control characters as `\\xNN` and raw bytes as `\\xNN`: what a page
-    shows of a name that came from a process or a database."""
-    if text is None:
-        return ""
-    text = escape_undecodable(text)
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """What a page shows of a name from a process or a database: `names.visible` (control
+    characters and raw bytes as `\\xNN`, as every text output shows them); "" for None."""
+    return "" if text is None else names.visible(text)
 
 
 def css_color(ansi: str) -> str:
@@ -308,7 +302,7 @@ def show_page(snapshot: Snapshot, regions: Sequence[Region], top_down: bool = Fa
     }
     return _render(
         "show.html",
-        title=f"memsnap: snapshot {snapshot.id} of pid {snapshot.pid} ({visible(snapshot.command)})",
+        title=f"memsnap: snapshot {snapshot.id}: pid {snapshot.pid} ({visible(snapshot.command)})",
         snapshot=snapshot_data(snapshot),
         bars=summary_bars(regions),
         marks=False,
@@ -351,9 +345,7 @@ def _by_change(item: tuple[str, Movement]) -> tuple[int, int]:
 def diff_summary(d: Diff) -> dict[str, Any]:
     """The summary above a diff's map: libraries, heap and stack, per-kind deltas sorted
     by the size of the change, and writable-and-executable memory that appeared."""
-    kinds = [
-        _movement(k, m) for k, m in sorted(d.kinds.items(), key=_by_change) if m.moved
-    ]
+    kinds = [_movement(k, m) for k, m in sorted(d.kinds.items(), key=_by_change) if m.moved]
     return {
         "loaded": [visible(p) for p in d.loaded],
         "unloaded": [visible(p) for p in d.unloaded],
@@ -382,7 +374,9 @@ def _marked_map(
     items = [(r, False) for r in layout] + [(r, True) for r in ghosts]
     # A ghost sorts before a live region at the same address: it was there first.
     items.sort(key=lambda item: (item[0].start, not item[1], item[0].end))
-    rows, marks, changes = [], [], []
+    rows: list[list[Any]] = []
+    marks: list[str] = []
+    changes: list[list[str]] = []
     for r, ghost in items:
         rows.append(page.row(r))
         if ghost:
@@ -401,12 +395,12 @@ def diff_maps(
     """The maps of a diff: one (the later layout with removed regions as ghosts) for two
     snapshots of one process; the two processes side by side for `identity`."""
     if d.match == "address":
-        marks = {r.start: (ADDED, []) for r in d.added}
+        marks: dict[int, tuple[str, list[str]]] = {r.start: (ADDED, []) for r in d.added}
         marks.update({c.after.start: (CHANGED, list(c.changes)) for c in d.changed})
         return [_marked_map(page, "", after, marks, d.removed)]
-    left = {r.start: (REMOVED, []) for r in d.removed}
+    left: dict[int, tuple[str, list[str]]] = {r.start: (REMOVED, []) for r in d.removed}
     left.update({c.before.start: (CHANGED, list(c.changes)) for c in d.changed})
-    right = {r.start: (ADDED, []) for r in d.added}
+    right: dict[int, tuple[str, list[str]]] = {r.start: (ADDED, []) for r in d.added}
     right.update({c.after.start: (CHANGED, list(c.changes)) for c in d.changed})
     return [
         _marked_map(page, _side_title(d.before), before, left),
@@ -503,9 +497,7 @@ def replay_steps(
 ) -> list[dict[str, Any]]:
     out = []
     for snap, d in steps:
-        kinds = {
-            str(page.kinds.add(k)): getattr(t, measure) or 0 for k, t in snap.kinds.items()
-        }
+        kinds = {str(page.kinds.add(k)): getattr(t, measure) or 0 for k, t in snap.kinds.items()}
         out.append(
             {
                 "id": snap.id,
@@ -519,9 +511,7 @@ def replay_steps(
                 "kinds": kinds,
                 "loaded": [] if d is None else [visible(p) for p in d.loaded],
                 "unloaded": [] if d is None else [visible(p) for p in d.unloaded],
-                "counts": None
-                if d is None
-                else [len(d.added), len(d.removed), len(d.changed)],
+                "counts": None if d is None else [len(d.added), len(d.removed), len(d.changed)],
             }
         )
     return out

@@ -32,11 +32,22 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
-class DocumentFormat(str, Enum):
-    """The formats of `diff` and `replay`: nested documents, which CSV cannot hold."""
+class ShowFormat(str, Enum):
+    """The formats of `show`: rows (so CSV too), or a page that draws them."""
 
     table = "table"
     json = "json"
+    csv = "csv"
+    html = "html"
+
+
+class DocumentFormat(str, Enum):
+    """The formats of `diff` and `replay`: nested documents, which CSV cannot hold, or a
+    page that draws them."""
+
+    table = "table"
+    json = "json"
+    html = "html"
 
 
 class SortKey(str, Enum):
@@ -52,8 +63,24 @@ class SortKey(str, Enum):
 FORMAT_OPTION = typer.Option(
     OutputFormat.table, "--format", "-f", help="Output format: table, json or csv."
 )
+SHOW_FORMAT_OPTION = typer.Option(
+    ShowFormat.table,
+    "--format",
+    "-f",
+    help="Output format: table, json, csv or html (a self-contained page).",
+)
 DOCUMENT_FORMAT_OPTION = typer.Option(
-    DocumentFormat.table, "--format", "-f", help="Output format: table or json."
+    DocumentFormat.table,
+    "--format",
+    "-f",
+    help="Output format: table, json or html (a self-contained page).",
+)
+OUTPUT_OPTION = typer.Option(
+    None,
+    "--output",
+    "-o",
+    metavar="FILE",
+    help="Write the document to FILE (created 0600) instead of standard output.",
 )
 
 
@@ -123,9 +150,10 @@ def chosen_kinds(values: list[str] | None) -> list[str]:
     return kinds
 
 
-def use_color() -> bool:
-    """Color only for a person: a terminal, and NO_COLOR not set (no-color.org)."""
-    if os.environ.get("NO_COLOR"):
+def use_color(output: str | None = None) -> bool:
+    """Color only for a person: a terminal, and NO_COLOR not set (no-color.org); never
+    in a file (`--output`)."""
+    if os.environ.get("NO_COLOR") or output not in (None, "-"):
         return False
     return sys.stdout.isatty()
 
@@ -160,3 +188,16 @@ def echo(text: str, err: bool = False, colours: bool = False) -> None:
     document's own newlines stay, and memsnap's colour codes when it painted (`colours`).
     """
     typer.echo(visible(text, lines=True, colours=colours), err=err, color=colours or None)
+
+
+def emit(text: str, output: str | None, colours: bool = False) -> None:
+    """The document to standard output, or with `--output FILE` to FILE (0600), with a
+    line on standard error that names it."""
+    if output is None or output == "-":
+        echo(text, colours=colours)
+        return
+    from memsnap.outfile import write_private
+    from memsnap.units import human
+
+    size = write_private(output, visible(text, lines=True, colours=colours) + "\n")
+    echo(f"memsnap: wrote {output} ({human(size)})", err=True)

@@ -7,13 +7,14 @@ import typer
 from memsnap.cli.common import (
     DIFF_KIND_OPTION,
     DOCUMENT_FORMAT_OPTION,
+    OUTPUT_OPTION,
     SORT_OPTION,
     STYLE_OPTION,
     DocumentFormat,
     SortKey,
     chosen_kinds,
     database,
-    echo,
+    emit,
     use_color,
 )
 from memsnap.cli.picking import id_argument, pid_option
@@ -34,6 +35,7 @@ def diff(
     ),
     kind_options: list[str] = DIFF_KIND_OPTION,
     sort: SortKey = SORT_OPTION,
+    output: str | None = OUTPUT_OPTION,
 ) -> None:
     """Show what changed from snapshot A to snapshot B, or in a process's last step."""
     from memsnap import history
@@ -51,9 +53,15 @@ def diff(
             assert a is not None and b is not None
             before, after = history.get_snapshot(conn, a), history.get_snapshot(conn, b)
         result = history.diff_between(conn, before, after)
+        if fmt is DocumentFormat.html:  # the page draws both whole layouts
+            layouts = history.layout(conn, before), history.layout(conn, after)
     result = narrowed(result, chosen_kinds(kind_options), sort.value)
-    if fmt is DocumentFormat.json:
-        echo(render.dumps(diff_json(result)))
+    if fmt is DocumentFormat.html:
+        from memsnap.render_html import diff_page
+
+        emit(diff_page(result, *layouts), output)
+    elif fmt is DocumentFormat.json:
+        emit(render.dumps(diff_json(result)), output)
     else:
-        color = use_color()
-        echo(diff_table(result, style, color, regions, sort.value), colours=color)
+        color = use_color(output)
+        emit(diff_table(result, style, color, regions, sort.value), output, colours=color)

@@ -6,10 +6,12 @@ import typer
 
 from memsnap.cli.common import (
     FORMAT_OPTION,
+    OUTPUT_OPTION,
     STYLE_OPTION,
     OutputFormat,
     database,
     echo,
+    emit,
 )
 from memsnap.cli.picking import limit_option, name_option, pid_option
 from memsnap.match import compile_name
@@ -29,6 +31,7 @@ def list_snapshots(
     limit: int | None = limit_option(),
     fmt: OutputFormat = FORMAT_OPTION,
     style: str = STYLE_OPTION,
+    output: str | None = OUTPUT_OPTION,
 ) -> None:
     """List the recorded snapshots, newest first."""
     from memsnap.history import SnapshotFilter, describe_processes, group_processes
@@ -53,11 +56,11 @@ def list_snapshots(
             err=True,
         )
     if fmt is OutputFormat.json:
-        echo(render.dumps({"snapshots": [render.snapshot_json(s) for s in snaps]}))
+        emit(render.dumps({"snapshots": [render.snapshot_json(s) for s in snaps]}), output)
     elif fmt is OutputFormat.csv:
-        echo(render.list_csv(snaps))
+        emit(render.list_csv(snaps), output)
     elif snaps:
-        echo(render.list_table(snaps, style))
+        emit(render.list_table(snaps, style), output)
     else:
         typer.echo(
             "no snapshots recorded yet"

@@ -8,10 +8,11 @@ import typer
 
 from memsnap.cli.common import (
     DOCUMENT_FORMAT_OPTION,
+    OUTPUT_OPTION,
     STYLE_OPTION,
     DocumentFormat,
     database,
-    echo,
+    emit,
     use_color,
 )
 from memsnap.cli.picking import name_option, pid_option
@@ -33,6 +34,7 @@ def replay(
     until: str | None = typer.Option(None, "--until", metavar="TIME", help="Stop at TIME."),
     fmt: DocumentFormat = DOCUMENT_FORMAT_OPTION,
     style: str = STYLE_OPTION,
+    output: str | None = OUTPUT_OPTION,
 ) -> None:
     """Walk one process's snapshots in time order, with each step's change."""
     from memsnap import history
@@ -49,8 +51,14 @@ def replay(
         steps = [(snaps[0], None)] + [
             (b, history.diff_between(conn, a, b)) for a, b in itertools.pairwise(snaps)
         ]
-    if fmt is DocumentFormat.json:
-        echo(render.dumps(replay_json(steps)))
+        # The page embeds the first layout and then only the changes.
+        first = history.layout(conn, snaps[0]) if fmt is DocumentFormat.html else []
+    if fmt is DocumentFormat.html:
+        from memsnap.render_html import replay_page
+
+        emit(replay_page(steps, first), output)
+    elif fmt is DocumentFormat.json:
+        emit(render.dumps(replay_json(steps)), output)
     else:
-        color = use_color()
-        echo(replay_table(steps, style, color), colours=color)
+        color = use_color(output)
+        emit(replay_table(steps, style, color), output, colours=color)

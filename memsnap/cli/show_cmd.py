@@ -8,15 +8,17 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from memsnap.cli.common import (
-    FORMAT_OPTION,
+    OUTPUT_OPTION,
+    SHOW_FORMAT_OPTION,
     SHOW_KIND_OPTION,
     SORT_OPTION,
     STYLE_OPTION,
-    OutputFormat,
+    ShowFormat,
     SortKey,
     chosen_kinds,
     database,
     echo,
+    emit,
     use_color,
 )
 from memsnap.cli.picking import id_argument, name_option, pid_option
@@ -35,7 +37,7 @@ def show(
     ),
     pid: int | None = pid_option("With --at: the process."),
     name: str | None = name_option("With --at: the process, by a Python regex (as pgrep -f)."),
-    fmt: OutputFormat = FORMAT_OPTION,
+    fmt: ShowFormat = SHOW_FORMAT_OPTION,
     style: str = STYLE_OPTION,
     gaps: bool = typer.Option(False, "--gaps", help="Show unmapped holes as 'gap' rows."),
     top_down: bool = typer.Option(
@@ -44,6 +46,10 @@ def show(
     kind_options: list[str] = SHOW_KIND_OPTION,
     summary: bool = typer.Option(False, "--summary", help="One row per kind."),
     sort: SortKey = SORT_OPTION,
+    draw_map: bool = typer.Option(
+        False, "--map", help="The address space as a strip across the terminal, with a legend."
+    ),
+    output: str | None = OUTPUT_OPTION,
 ) -> None:
     """Show the classified layout of one snapshot."""
     from memsnap import history
@@ -51,6 +57,8 @@ def show(
     from memsnap.timeparse import parse_time
 
     kinds = chosen_kinds(kind_options)
+    if draw_map and (fmt is not ShowFormat.table or summary):
+        raise UsageError("--map draws the layout itself: it takes no --format or --summary")
     if (snapshot_id is None) == (at is None):
         raise UsageError("give a snapshot ID or --at TIME (one of them)")
     if at is None and (pid is not None or name is not None):
@@ -67,10 +75,13 @@ def show(
         stored = snap.kinds and sum(t.regions for t in snap.kinds.values()) == snap.totals.regions
         if summary and not with_gaps and stored:
             # The per-kind totals are stored with the snapshot: no region is read.
-            show_stored_summary(snap, kinds or (), fmt, style)
+            show_stored_summary(snap, kinds or (), fmt, style, output)
             return
         if (
             not summary
+            and not draw_map
+            and fmt is not ShowFormat.html
+            and output in (None, "-")  # a file is written whole, renamed into place
             and not with_gaps
             and sort is SortKey.address
             and snap.totals.regions > history.STREAM_REGIONS
@@ -85,54 +96,68 @@ def show(
     regions = render.sort_regions(regions, sort.value)
     if top_down and sort is SortKey.address:
         regions.reverse()
-    if fmt is OutputFormat.json:
+    if fmt is ShowFormat.html:
+        from memsnap.render_html import show_page
+
+        emit(show_page(snap, regions, top_down), output)
+    elif draw_map:
+        import shutil
+
+        from memsnap.render_map import map_text
+
+        color = use_color(output)
+        width = shutil.get_terminal_size().columns
+        emit(map_text(snap, regions, width, color), output, colours=color)
+    elif fmt is ShowFormat.json:
         doc: dict[str, Any] = {"snapshot": render.snapshot_json(snap)}
         if summary:
             doc["kinds"] = render.summary_json(regions)
         else:
             doc["regions"] = [render.region_json(r, snap.page_size) for r in regions]
-        echo(render.dumps(doc))
-    elif fmt is OutputFormat.csv and summary:
-        echo(render.summary_csv(regions, snap.totals.size))
-    elif fmt is OutputFormat.csv:
-        echo(
+        emit(render.dumps(doc), output)
+    elif fmt is ShowFormat.csv and summary:
+        emit(render.summary_csv(regions, snap.totals.size), output)
+    elif fmt is ShowFormat.csv:
+        emit(
             render.to_csv(
                 (render.region_json(r, snap.page_size) for r in regions), render.REGION_CSV_FIELDS
-            )
+            ),
+            output,
         )
     elif summary:
-        color = use_color()
-        echo(render.summary_table(snap, regions, style, color), colours=color)
+        color = use_color(output)
+        emit(render.summary_table(snap, regions, style, color), output, colours=color)
     else:
-        color = use_color()
-        echo(render.show_table(snap, regions, style, color), colours=color)
+        color = use_color(output)
+        emit(render.show_table(snap, regions, style, color), output, colours=color)
 
 
 def show_stored_summary(
-    snap: Snapshot, kinds: Sequence[str], fmt: OutputFormat, style: str
+    snap: Snapshot, kinds: Sequence[str], fmt: ShowFormat, style: str, output: str | None
 ) -> None:
     """`show --summary` from the snapshot's stored per-kind totals."""
     from memsnap.render import snapshot as render
 
     by_kind = render.stored_kind_totals(snap.kinds, kinds)
-    if fmt is OutputFormat.json:
-        echo(
+    if fmt is ShowFormat.json:
+        emit(
             render.dumps(
                 {"snapshot": render.snapshot_json(snap), "kinds": render.summary_json_of(by_kind)}
-            )
+            ),
+            output,
         )
-    elif fmt is OutputFormat.csv:
-        echo(render.summary_csv_of(by_kind, snap.totals.size))
+    elif fmt is ShowFormat.csv:
+        emit(render.summary_csv_of(by_kind, snap.totals.size), output)
     else:
-        color = use_color()
-        echo(render.summary_table_of(snap, by_kind, style, color), colours=color)
+        color = use_color(output)
+        emit(render.summary_table_of(snap, by_kind, style, color), output, colours=color)
 
 
 def show_streamed(
     conn: Any,  # a database connection from `history`'s caller (cli never names sqlalchemy)
     snap: Snapshot,
     kinds: Sequence[str],
-    fmt: OutputFormat,
+    fmt: ShowFormat,
     style: str,
     top_down: bool,
 ) -> bool:
@@ -148,9 +173,9 @@ def show_streamed(
 
     color = False
     chunks: Iterable[str] | None
-    if fmt is OutputFormat.json:
+    if fmt is ShowFormat.json:
         chunks = render_stream.json_chunks(snap, batches(), snap.page_size)
-    elif fmt is OutputFormat.csv:
+    elif fmt is ShowFormat.csv:
         chunks = render_stream.csv_chunks(batches(), snap.page_size)
     elif render_stream.can_stream_table(style):
         color = use_color()

@@ -353,7 +353,9 @@
       svg("title", {}, mark).textContent =
         s.loaded.map(function (p) { return "+ " + p; }).concat(
           s.unloaded.map(function (p) { return "− " + p; })).join("\n");
-      const label = svg("text", { x: x(i) + 3, y: T - 6, class: "libtext" }, root);
+      const nearRight = x(i) > W - R - 40;
+      const label = svg("text", { x: nearRight ? x(i) - 3 : x(i) + 3, y: T - 6, class: "libtext",
+                                  "text-anchor": nearRight ? "end" : "start" }, root);
       label.textContent = (s.loaded.length ? "+" + s.loaded.length : "") +
                           (s.unloaded.length ? "−" + s.unloaded.length : "");
     });
