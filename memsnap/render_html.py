@@ -21,6 +21,7 @@ commands' start-up does not pay for it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,7 @@ UNKNOWN_KIND_COLOR = "#9e9e9e"
 FOLD_BELOW = 0.01
 
 
+@lru_cache(maxsize=8192)
 def visible(text: str | None) -> str:
     """What a page shows of a name from a process or a database: `names.visible` (control
     characters and raw bytes as `\\xNN`, as every text output shows them); "" for None."""
@@ -101,6 +103,12 @@ def css_color(ansi: str) -> str:
         if 90 <= p <= 97:
             return _ANSI_BRIGHT[p - 60]
     return _DIM if 2 in parts else UNKNOWN_KIND_COLOR
+
+
+def dim(color: str, share: float = 0.28, ground: int = 0x10) -> str:
+    """A colour mixed into the page's dark ground: a region's part that is not resident."""
+    channels = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(c * share + ground * (1 - share)):02x}" for c in channels)
 
 
 KIND_CSS: dict[str, str] = {kind: css_color(code) for kind, code in KIND_COLORS.items()}
@@ -167,9 +175,13 @@ class _Page:
             "kinds": [visible(k) for k in self.kinds.items],
         }
 
-    def kind_styles(self) -> list[tuple[int, str]]:
-        """(kind index, CSS colour) for every kind the page knows."""
-        return [(i, KIND_CSS.get(k, UNKNOWN_KIND_COLOR)) for i, k in enumerate(self.kinds.items)]
+    def kind_styles(self) -> list[tuple[int, str, str]]:
+        """(kind index, CSS colour, its dim shade) for every kind the page knows."""
+        out = []
+        for i, k in enumerate(self.kinds.items):
+            color = KIND_CSS.get(k, UNKNOWN_KIND_COLOR)
+            out.append((i, color, dim(color)))
+        return out
 
 
 def snapshot_data(s: Snapshot) -> dict[str, Any]:

@@ -131,7 +131,7 @@ def test_kinds_take_the_terminals_colours() -> None:
     kinds = page_data(page)["kinds"]
     assert isinstance(kinds, list)
     heap = kinds.index("heap")
-    assert f".k{heap} {{ --c: {render_html.KIND_CSS['heap']}; }}" in page
+    assert f".k{heap} {{ --c: {render_html.KIND_CSS['heap']}; --d: " in page
 
 
 def test_summary_folds_kinds_under_one_percent_into_other() -> None:

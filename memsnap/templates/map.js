@@ -51,16 +51,30 @@
   /* --- one map ------------------------------------------------------------------- */
   const maps = [];  // [{rows, marks, changes}] as drawn, for the tooltip and the table
 
+  // Regions go in chunks the browser may skip laying out while they are off screen
+  // (content-visibility): a 60,000-region map is mostly off screen.
+  const CHUNK = 256;
+  const GAP_HEIGHT = 20;
+
   function mapHTML(m, mapIndex) {
     const rows = m.regions, marks = m.marks;
     const out = [];
+    let chunk = [], chunkHeight = 0;
+    function flush() {
+      if (!chunk.length) return;
+      out.push('<div class="chunk" style="contain-intrinsic-size:auto ' + chunkHeight + 'px">' +
+               chunk.join("") + "</div>");
+      chunk = [];
+      chunkHeight = 0;
+    }
     let prevEnd = null;
     for (let i = 0; i < rows.length; i++) {
       const r = rows[i];
       const start = BigInt(r[F.start]), end = BigInt(r[F.end]);
       if (prevEnd !== null && start > prevEnd) {
-        out.push('<div class="gap" data-size="' + esc((start - prevEnd).toString()) +
-                 '"><span>' + esc(approx(Number(start - prevEnd))) + "</span></div>");
+        chunk.push('<div class="gap"><span>' + esc(approx(Number(start - prevEnd))) +
+                   "</span></div>");
+        chunkHeight += GAP_HEIGHT;
       }
       if (prevEnd === null || end > prevEnd) prevEnd = end;
       const size = r[F.size], h = height(size);
@@ -68,19 +82,21 @@
       let cls = "r k" + r[F.kind];
       if (isWX(r)) cls += " wx";
       if (mark) cls += " m-" + mark;
-      let inner = "";
-      if (r[F.rss] !== null) {
-        const frac = size > 0 ? Math.min(1, r[F.rss] / size) : 0;
-        inner += '<i style="width:' + (100 * frac).toFixed(1) + '%"></i>';
+      // Resident memory is the bright part: a gradient stop, not an element of its own.
+      let style = "height:" + h + "px";
+      if (r[F.rss] !== null && size > 0) {
+        style += ";--f:" + (100 * Math.min(1, r[F.rss] / size)).toFixed(1) + "%";
       }
-      if (h >= 16) {
-        inner += "<span>" + esc(kindOf(r) + " " + r[F.start] + " " + (baseName(pathOf(r)) || "")) +
-                 "</span>";
-      }
-      out.push('<div class="' + cls + '" data-m="' + mapIndex + '" data-i="' + i +
-               '" data-start="' + esc(r[F.start]) + '" data-mark="' + esc(mark || "") +
-               '" tabindex="0" style="height:' + h + 'px">' + inner + "</div>");
+      const label = h >= 16
+        ? "<span>" + esc(kindOf(r) + " " + r[F.start] + " " + (baseName(pathOf(r)) || "")) + "</span>"
+        : "";
+      chunk.push('<div class="' + cls + '" data-i="' + i + '" data-start="' + esc(r[F.start]) +
+                 (mark ? '" data-mark="' + esc(mark) : "") + '" tabindex="0" style="' + style +
+                 '">' + label + "</div>");
+      chunkHeight += h;
+      if (chunk.length >= CHUNK) flush();
     }
+    flush();
     return out.join("");
   }
 
@@ -91,7 +107,7 @@
     list.forEach(function (m, k) {
       maps.push(m);
       parts.push('<div class="mapwrap">' + (m.title ? "<h3>" + esc(m.title) + "</h3>" : "") +
-                 '<div class="map">' + mapHTML(m, k) + "</div></div>");
+                 '<div class="map" data-m="' + k + '">' + mapHTML(m, k) + "</div></div>");
     });
     box.innerHTML = parts.join("");
     drawLegend(list);
@@ -165,7 +181,7 @@
   function regionEvent(ev) {
     const el = ev.target.closest ? ev.target.closest(".r") : null;
     if (!el) return;
-    const m = maps[+el.dataset.m];
+    const m = maps[+el.closest(".map").dataset.m];
     showTip(el, tipText(m, +el.dataset.i));
   }
   const mapsBox = document.getElementById("maps");
