@@ -397,12 +397,12 @@ def test_each_command_takes_exactly_its_formats(sqlite_cli: Cli) -> None:
     _import(sqlite_cli, LOCAL_MAPS)
     _import(sqlite_cli, LOCAL_MAPS)
     for command in (["diff", "1", "2"], ["replay", "--pid", "4242"]):
-        assert "<table|json>" in sqlite_cli(command[0], "--help").stdout
+        assert "<table|json|html>" in sqlite_cli(command[0], "--help").stdout
         err = sqlite_cli(*command, "--format", "csv")
         assert err.exit_code == 2 and "Invalid value for '--format'" in err.stderr
         assert "csv" in err.stderr and err.stdout == ""
-    for command in ("show", "list"):
-        assert "<table|json|csv>" in sqlite_cli(command, "--help").stdout
+    assert "<table|json|csv|html>" in sqlite_cli("show", "--help").stdout
+    assert "<table|json|csv>" in sqlite_cli("list", "--help").stdout
     bad = sqlite_cli("diff", "1", "2", "--style", "nonsense")
     assert bad.exit_code == 2 and "unknown style 'nonsense'" in bad.stderr
 

@@ -150,10 +150,9 @@ def chosen_kinds(values: list[str] | None) -> list[str]:
     return kinds
 
 
-def use_color(output: str | None = None) -> bool:
-    """Color only for a person: a terminal, and NO_COLOR not set (no-color.org); never
-    in a file (`--output`)."""
-    if os.environ.get("NO_COLOR") or output not in (None, "-"):
+def use_color() -> bool:
+    """Color only for a person: a terminal, and NO_COLOR not set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
         return False
     return sys.stdout.isatty()
 
@@ -190,10 +189,16 @@ def echo(text: str, err: bool = False, colours: bool = False) -> None:
     typer.echo(visible(text, lines=True, colours=colours), err=err, color=colours or None)
 
 
+def to_stdout(output: str | None) -> bool:
+    """Whether the document goes to standard output (no `--output FILE`): a file never
+    gets colour codes."""
+    return output is None or output == "-"
+
+
 def emit(text: str, output: str | None, colours: bool = False) -> None:
     """The document to standard output, or with `--output FILE` to FILE (0600), with a
     line on standard error that names it."""
-    if output is None or output == "-":
+    if output is None or to_stdout(output):
         echo(text, colours=colours)
         return
     from memsnap.outfile import write_private

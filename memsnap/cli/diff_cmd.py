@@ -15,6 +15,7 @@ from memsnap.cli.common import (
     chosen_kinds,
     database,
     emit,
+    to_stdout,
     use_color,
 )
 from memsnap.cli.picking import id_argument, pid_option
@@ -63,5 +64,5 @@ def diff(
     elif fmt is DocumentFormat.json:
         emit(render.dumps(diff_json(result)), output)
     else:
-        color = use_color(output)
+        color = to_stdout(output) and use_color()
         emit(diff_table(result, style, color, regions, sort.value), output, colours=color)

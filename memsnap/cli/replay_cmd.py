@@ -13,6 +13,7 @@ from memsnap.cli.common import (
     DocumentFormat,
     database,
     emit,
+    to_stdout,
     use_color,
 )
 from memsnap.cli.picking import name_option, pid_option
@@ -60,5 +61,5 @@ def replay(
     elif fmt is DocumentFormat.json:
         emit(render.dumps(replay_json(steps)), output)
     else:
-        color = use_color(output)
+        color = to_stdout(output) and use_color()
         emit(replay_table(steps, style, color), output, colours=color)

@@ -19,6 +19,7 @@ from memsnap.cli.common import (
     database,
     echo,
     emit,
+    to_stdout,
     use_color,
 )
 from memsnap.cli.picking import id_argument, name_option, pid_option
@@ -105,7 +106,7 @@ def show(
 
         from memsnap.render_map import map_text
 
-        color = use_color(output)
+        color = to_stdout(output) and use_color()
         width = shutil.get_terminal_size().columns
         emit(map_text(snap, regions, width, color), output, colours=color)
     elif fmt is ShowFormat.json:
@@ -125,10 +126,10 @@ def show(
             output,
         )
     elif summary:
-        color = use_color(output)
+        color = to_stdout(output) and use_color()
         emit(render.summary_table(snap, regions, style, color), output, colours=color)
     else:
-        color = use_color(output)
+        color = to_stdout(output) and use_color()
         emit(render.show_table(snap, regions, style, color), output, colours=color)
 
 
