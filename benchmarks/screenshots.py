@@ -90,6 +90,7 @@ class Helper:
 
 
 def memsnap(db: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    print(f"$ memsnap {' '.join(args)}")
     done = subprocess.run(
         ["memsnap", "--db", str(db), *args],
         capture_output=True,
@@ -98,6 +99,7 @@ def memsnap(db: Path, *args: str, env: dict[str, str] | None = None) -> str:
     )
     if done.returncode != 0:
         sys.exit(f"memsnap {' '.join(args)} failed: {done.stderr.strip()}")
+    sys.stdout.write(done.stderr)
     return done.stdout
 
 
@@ -217,6 +219,8 @@ def main() -> None:
         memsnap(db, "replay", "--pid", str(helper.pid), "--format", "html", "-o", str(replay))
         pages.append((replay, args.out / "replay.png", 1400, 1150, False))
         term = on_terminal(db, "show", str(loaded), "--map", columns=110)
+        # The same map without colour, as a pipe gets it (for the README's text).
+        print(memsnap(db, "show", str(loaded), "--map", env={"NO_COLOR": "1", "COLUMNS": "100"}))
         map_page = work / "map.html"
         map_page.write_text(terminal_page(term, f"memsnap show {loaded} --map"), encoding="utf-8")
         pages.append((map_page, args.out / "map.png", 1040, 250, False))
