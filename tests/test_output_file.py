@@ -8,19 +8,29 @@ import stat
 from pathlib import Path
 
 import pytest
-from test_render_html import DATA, LOCAL_SMAPS
+from test_render_html import DATA
 
-from conftest import Cli, fixture_text
+from conftest import Cli, Result, Target
+
+
+class Recorded(Cli):
+    """A database holding two snapshots of one live process (a history), and its pid."""
+
+    pid: int
+
+    def __call__(self, *args: str, input: str | bytes | None = None) -> Result:
+        return super().__call__(*(a.replace("{pid}", str(self.pid)) for a in args), input=input)
 
 
 @pytest.fixture
-def recorded(sqlite_cli: Cli) -> Cli:
-    for _ in range(2):
-        done = sqlite_cli(
-            "record", "--from-file", "-", "--pid", "4242", input=fixture_text(LOCAL_SMAPS)
-        )
+def recorded(sqlite_url: str, target: Target) -> Recorded:
+    cli = Recorded(sqlite_url)
+    cli.pid = target.pid
+    for change in ("heap 1000000", "anon 1048576"):
+        done = cli("record", str(target.pid))
         assert done.exit_code == 0, done.stderr
-    return sqlite_cli
+        target.send(change)
+    return cli
 
 
 @pytest.mark.parametrize(
@@ -34,12 +44,12 @@ def recorded(sqlite_cli: Cli) -> Cli:
         ("show", "1", "--format", "html"),
         ("diff", "1", "2", "--format", "json"),
         ("diff", "1", "2", "--format", "html"),
-        ("replay", "--pid", "4242"),
-        ("replay", "--pid", "4242", "--format", "html"),
+        ("replay", "--pid", "{pid}"),
+        ("replay", "--pid", "{pid}", "--format", "html"),
     ],
 )
 def test_output_writes_the_document_to_a_private_file(
-    recorded: Cli, tmp_path: Path, args: tuple[str, ...]
+    recorded: Recorded, tmp_path: Path, args: tuple[str, ...]
 ) -> None:
     out = tmp_path / "doc.out"
     done = recorded(*args, "-o", str(out))
@@ -51,7 +61,7 @@ def test_output_writes_the_document_to_a_private_file(
 
 
 def test_output_replaces_a_planted_symlink_and_never_writes_through_it(
-    recorded: Cli, tmp_path: Path
+    recorded: Recorded, tmp_path: Path
 ) -> None:
     victim = tmp_path / "victim"
     victim.write_text("keep me\n")
@@ -65,7 +75,7 @@ def test_output_replaces_a_planted_symlink_and_never_writes_through_it(
 
 
 def test_an_existing_file_becomes_private_and_no_temporary_file_is_left(
-    recorded: Cli, tmp_path: Path
+    recorded: Recorded, tmp_path: Path
 ) -> None:
     out = tmp_path / "list.txt"
     out.write_text("old\n")
@@ -76,7 +86,7 @@ def test_an_existing_file_becomes_private_and_no_temporary_file_is_left(
 
 
 def test_output_to_a_fifo_writes_into_it_and_leaves_it_a_fifo(
-    recorded: Cli, tmp_path: Path
+    recorded: Recorded, tmp_path: Path
 ) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
@@ -93,23 +103,23 @@ def test_output_to_a_fifo_writes_into_it_and_leaves_it_a_fifo(
 
 
 @pytest.mark.parametrize(
-    "target", ["missing-dir/page.html", "."], ids=["missing folder", "a directory"]
+    "where", ["missing-dir/page.html", "."], ids=["missing folder", "a directory"]
 )
 def test_an_unwritable_output_is_one_line_and_exit_1(
-    recorded: Cli, tmp_path: Path, target: str
+    recorded: Recorded, tmp_path: Path, where: str
 ) -> None:
-    done = recorded("show", "1", "--format", "html", "-o", str(tmp_path / target))
+    done = recorded("show", "1", "--format", "html", "-o", str(tmp_path / where))
     assert done.exit_code == 1
     assert done.stderr.startswith("memsnap: cannot write ") and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
 
 
-def test_html_is_refused_where_there_is_no_page(recorded: Cli) -> None:
+def test_html_is_refused_where_there_is_no_page(recorded: Recorded) -> None:
     done = recorded("list", "--format", "html")
     assert done.exit_code == 2 and "html" in done.stderr
 
 
-def test_html_pages_through_the_cli_carry_the_recorded_data(recorded: Cli) -> None:
+def test_html_pages_through_the_cli_carry_the_recorded_data(recorded: Recorded) -> None:
     shown = json.loads(recorded("show", "1", "--format", "json").stdout)
     page = recorded("show", "1", "--format", "html").stdout
     found = DATA.search(page)
@@ -119,5 +129,5 @@ def test_html_pages_through_the_cli_carry_the_recorded_data(recorded: Cli) -> No
     assert starts == [r["start"] for r in shown["regions"]]
     diff = recorded("diff", "1", "2", "--format", "html")
     assert diff.exit_code == 0 and "<!doctype html>" in diff.stdout
-    replay = recorded("replay", "--pid", "4242", "--format", "html")
+    replay = recorded("replay", "--pid", "{pid}", "--format", "html")
     assert replay.exit_code == 0 and "replay: 2 snapshots" in replay.stdout
