@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from conftest import Cli, fixture_text
-from memsnap import render_html
 from memsnap.classify import classify
 from memsnap.diff import Diff, diff_snapshots, libraries
 from memsnap.model import (
@@ -25,7 +24,8 @@ from memsnap.model import (
     totals_by_kind,
 )
 from memsnap.parse import parse_text
-from memsnap.render import KIND_COLORS
+from memsnap.render import html as render_html
+from memsnap.render.snapshot import KIND_COLORS
 
 LOCAL_SMAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-smaps.txt"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)

@@ -8,11 +8,11 @@ import pytest
 from test_render_html import LOCAL_SMAPS, captured, region, snapshot_of
 
 from conftest import Cli, fixture_text
-from memsnap import render_map
 from memsnap.classify import classify
 from memsnap.model import KINDS, Region
 from memsnap.parse import parse_text
-from memsnap.render import KIND_COLORS
+from memsnap.render import termmap as render_map
+from memsnap.render.snapshot import KIND_COLORS
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -201,7 +201,7 @@ def emit(text: str, output: str | None, colours: bool = False) -> None:
     if output is None or to_stdout(output):
         echo(text, colours=colours)
         return
-    from memsnap.outfile import write_private
+    from memsnap.cli.outfile import write_private
     from memsnap.units import human
 
     size = write_private(output, visible(text, lines=True, colours=colours) + "\n")

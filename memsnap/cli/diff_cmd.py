@@ -58,7 +58,7 @@ def diff(
             layouts = history.layout(conn, before), history.layout(conn, after)
     result = narrowed(result, chosen_kinds(kind_options), sort.value)
     if fmt is DocumentFormat.html:
-        from memsnap.render_html import diff_page
+        from memsnap.render.html import diff_page
 
         emit(diff_page(result, *layouts), output)
     elif fmt is DocumentFormat.json:

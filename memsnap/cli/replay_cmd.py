@@ -55,7 +55,7 @@ def replay(
         # The page embeds the first layout and then only the changes.
         first = history.layout(conn, snaps[0]) if fmt is DocumentFormat.html else []
     if fmt is DocumentFormat.html:
-        from memsnap.render_html import replay_page
+        from memsnap.render.html import replay_page
 
         emit(replay_page(steps, first), output)
     elif fmt is DocumentFormat.json:

@@ -98,13 +98,13 @@ def show(
     if top_down and sort is SortKey.address:
         regions.reverse()
     if fmt is ShowFormat.html:
-        from memsnap.render_html import show_page
+        from memsnap.render.html import show_page
 
         emit(show_page(snap, regions, top_down), output)
     elif draw_map:
         import shutil
 
-        from memsnap.render_map import map_text
+        from memsnap.render.termmap import map_text
 
         color = to_stdout(output) and use_color()
         width = shutil.get_terminal_size().columns

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from itertools import accumulate, pairwise
 
 from memsnap.model import KINDS, Region, Snapshot
-from memsnap.render import hexaddr, paint, snapshot_heading
+from memsnap.render.snapshot import hexaddr, paint, snapshot_heading
 
 # One letter per kind for a map without colour (documented in docs/interface.md):
 # capitals for the program and the process's own areas, lower case for libraries.

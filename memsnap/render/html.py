@@ -2,7 +2,7 @@
 
 Each page is one file: styles, scripts and data inline, nothing fetched, so it opens from
 file:// on a machine with no network and travels as one attachment in a bug report. The
-pages are Jinja2 templates (memsnap/templates/) with autoescaping on; the data a page's
+pages are Jinja2 templates (memsnap/render/templates/) with autoescaping on; the data a page's
 script draws from is one JSON document inside a `<script type="application/json">`,
 written by Jinja2's `tojson`, which escapes `<`, `>`, `&` and `'`: a path holding
 `</script>` cannot end the block. Every text from a process or a database (paths,
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from memsnap import names
 from memsnap.diff import Diff, Movement
 from memsnap.model import KINDS, Region, Snapshot, Totals, columns_of, totals_by_kind
-from memsnap.render import KIND_COLORS, hexaddr, local_time
+from memsnap.render.snapshot import KIND_COLORS, hexaddr, local_time
 from memsnap.units import human, signed_human
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ def _environment() -> Environment:
         from jinja2 import Environment, PackageLoader, StrictUndefined
 
         env = Environment(
-            loader=PackageLoader("memsnap", "templates"),
+            loader=PackageLoader("memsnap.render", "templates"),
             autoescape=True,
             undefined=StrictUndefined,
             trim_blocks=True,
@@ -289,7 +289,7 @@ def _static() -> dict[str, Any]:
     data; read as files so Jinja2 never interprets their braces)."""
     from markupsafe import Markup
 
-    folder = resources.files("memsnap") / "templates"
+    folder = resources.files("memsnap.render") / "templates"
     return {
         name.replace(".", "_"): Markup(folder.joinpath(name).read_text(encoding="utf-8"))
         for name in STATIC
@@ -304,6 +304,7 @@ def _render(template: str, **context: Any) -> str:
 def show_page(snapshot: Snapshot, regions: Sequence[Region], top_down: bool = False) -> str:
     """The address space of one snapshot: map, per-kind summary, regions table."""
     page = _Page()
+    regions = [r for r in regions if r.kind != "gap"]  # the map draws the holes itself
     rows = page.rows(_in_order(regions))
     data = {
         "page": "show",
