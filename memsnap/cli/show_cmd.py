@@ -82,7 +82,7 @@ def show(
             not summary
             and not draw_map
             and fmt is not ShowFormat.html
-            and output in (None, "-")  # a file is written whole, renamed into place
+            and to_stdout(output)  # a file is written whole, then renamed into place
             and not with_gaps
             and sort is SortKey.address
             and snap.totals.regions > history.STREAM_REGIONS
@@ -150,7 +150,7 @@ def show_stored_summary(
     elif fmt is ShowFormat.csv:
         emit(render.summary_csv_of(by_kind, snap.totals.size), output)
     else:
-        color = use_color(output)
+        color = to_stdout(output) and use_color()
         emit(render.summary_table_of(snap, by_kind, style, color), output, colours=color)
 
 
