@@ -54,7 +54,12 @@ class NotFoundError(MemsnapError):
 
 
 class MemsnapInterrupted(MemsnapError):
-    """Ctrl-C, after whatever was finished has been kept (exit 130)."""
+    """Ctrl-C (exit 130), or SIGTERM in a watch (exit 143), after whatever was finished
+    has been kept."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class SeveralProcesses(MemsnapError):

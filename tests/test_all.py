@@ -90,3 +90,33 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
     assert sqlite_cli("record", "--all", *selected).exit_code == 0
     assert sorted(looked_for) == sorted(children)
     assert sorted(recorded_pids(sqlite_cli)) == sorted(children * 2)
+
+
+def test_name_without_all_records_every_match(sqlite_cli: Cli, children: list[int]) -> None:
+    out = sqlite_cli("record", "--name", f"^{NAME}$")
+    assert out.exit_code == 0, out.stderr
+    assert sorted(recorded_pids(sqlite_cli)) == sorted(children)
+
+
+def test_name_reads_each_process_once(
+    sqlite_cli: Cli, children: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Matching a name needs comm, cmdline, stat and exe; the capture starts from them
+    instead of reading them again."""
+    from collections import Counter
+
+    from memsnap.capture.procfs import Proc, ProcessInfo
+
+    reads: Counter[int] = Counter()
+    real = Proc.info
+
+    def counted(self: Proc, pid: int) -> ProcessInfo:
+        reads[pid] += 1
+        return real(self, pid)
+
+    monkeypatch.setattr(Proc, "info", counted)
+    out = sqlite_cli("record", "--all", "--name", f"^{NAME}$")
+    assert out.exit_code == 0, out.stderr
+    assert sorted(recorded_pids(sqlite_cli)) == sorted(children)
+    assert [reads[pid] for pid in children] == [1, 1, 1]
+    assert set(reads.values()) == {1}

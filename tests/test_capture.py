@@ -11,15 +11,18 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import Cli, Target
-from memsnap.capture import procfs
+from memsnap.capture import procfs, sweep
 from memsnap.capture.procfs import Proc, Stat, read_bytes, split_cmdline
 from memsnap.capture.record import record_pid
 from memsnap.errors import ProcessError
@@ -165,3 +168,122 @@ def test_killed_process_message(target: Target, sqlite_cli: Cli, reap: bool) -> 
     out = sqlite_cli("record", str(pid))
     assert out.exit_code == 1
     assert ("no such process" if reap else "zombie") in out.stderr
+
+
+# --- record's messages and counts -----------------------------------------------------
+
+
+@pytest.fixture
+def three(target_binary: Path) -> Iterator[list[Target]]:
+    targets = [Target(target_binary) for _ in range(3)]
+    yield targets
+    for t in targets:
+        t.stop()
+
+
+def fail_after(monkeypatch: pytest.MonkeyPatch, calls: int, then: Callable[[], None]) -> None:
+    """Make the sweep's `record_pid` run `then` once `calls` snapshots were stored."""
+    real = sweep.record_pid
+    done = 0
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        nonlocal done
+        if done == calls:
+            then()
+        done += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "record_pid", wrapped)
+
+
+def test_interrupt_mid_round_counts_what_was_kept(
+    sqlite_cli: Cli, three: list[Target], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    fail_after(monkeypatch, 2, interrupt)
+    out = sqlite_cli("record", *(str(t.pid) for t in three))
+    assert out.exit_code == 130
+    assert len(out.stdout.splitlines()) == len(snapshots(sqlite_cli)) == 2
+    assert "interrupted: 2 finished snapshots kept" in out.stderr
+
+
+def test_interrupt_after_one_says_one_snapshot(
+    sqlite_cli: Cli, three: list[Target], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    fail_after(monkeypatch, 1, interrupt)
+    out = sqlite_cli("record", str(three[0].pid), "--every", "0.01")
+    assert out.exit_code == 130
+    assert "interrupted: 1 finished snapshot kept," in out.stderr
+
+
+def test_a_pid_given_twice_is_recorded_once(sqlite_cli: Cli, target: Target) -> None:
+    out = sqlite_cli("record", str(target.pid), str(target.pid))
+    assert out.exit_code == 0, out.stderr
+    assert len(out.stdout.splitlines()) == len(snapshots(sqlite_cli)) == 1
+
+
+def free_pid() -> int:
+    """A pid that names no process: a child's, once it was reaped."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not Path(f"/proc/{child.pid}").exists()
+    return child.pid
+
+
+def test_watch_of_a_pid_that_never_was_says_no_such_process(
+    sqlite_cli: Cli, target: Target
+) -> None:
+    dead = free_pid()
+    out = sqlite_cli("record", str(target.pid), str(dead), "--every", "0.01", "--count", "2")
+    assert out.exit_code == 1
+    assert f"memsnap: pid {dead}: no such process\n" in out.stderr
+    assert "exited" not in out.stderr and len(snapshots(sqlite_cli)) == 2
+
+
+def test_watch_counts_snapshots_per_pid(
+    sqlite_cli: Cli, three: list[Target], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = three[0], three[1]
+    fail_after(monkeypatch, 3, b.stop)  # a, b in round 1; a in round 2; then b exits
+    out = sqlite_cli("record", str(a.pid), str(b.pid), "--every", "0.01", "--count", "3")
+    assert out.exit_code == 0, out.stderr
+    assert f"pid {b.pid} exited; stopped watching it (1 snapshot kept)" in out.stderr
+    assert len(snapshots(sqlite_cli)) == 4
+
+
+def test_sigterm_ends_a_watch_like_ctrl_c(sqlite_url: str, target: Target) -> None:
+    target.send("pages 3000")
+    watch = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "memsnap",
+            "--db",
+            sqlite_url,
+            "record",
+            str(target.pid),
+            "--every",
+            "0.05",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watch.stdout is not None
+    announced = [watch.stdout.readline() for _ in range(3)]
+    watch.send_signal(signal.SIGTERM)
+    out, err = watch.communicate(timeout=30)
+    announced += out.splitlines()
+    assert watch.returncode == 143, err
+    assert err.startswith("memsnap: terminated: ") and "finished snapshots kept" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    kept = snapshots(Cli(sqlite_url))
+    # SIGTERM may land between a snapshot's commit and its line: one more may be kept.
+    assert len(announced) <= len(kept) <= len(announced) + 1
+    assert f"{len(kept)} finished" in err
+    assert {s["totals"]["regions"] for s in kept} == {region_count(target.pid)}

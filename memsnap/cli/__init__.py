@@ -86,7 +86,7 @@ class MemsnapGroup(TyperGroup):
         except UsageError as exc:
             fail(str(exc), EXIT_USAGE)
         except MemsnapInterrupted as exc:
-            fail(str(exc), EXIT_INTERRUPTED)
+            fail(str(exc), exc.exit_code)
         except MemsnapError as exc:
             fail(str(exc), EXIT_FAILURE)
         except (KeyboardInterrupt, typer.Abort):

@@ -119,23 +119,37 @@ class Status:
             self.shown = False
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a watch: unwinds like Ctrl-C (a half-written snapshot rolls back)."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 def record_live(
     sweep: Sweep, pids: list[int] | None, every: float | None, count: int | None
 ) -> int:
     """Record the given pids (or every process when None), once or as a watch.
 
     Returns the exit code: 0, or 1 when an explicitly named process could not be
-    recorded at all. Ctrl-C raises `MemsnapInterrupted` after the finished snapshots
-    are kept.
+    recorded at all. Ctrl-C (and SIGTERM in a watch) raises `MemsnapInterrupted` after
+    the finished snapshots are kept.
     """
+    import signal
+    from collections import Counter
+
     status = Status()
+    kept: Counter[int] = Counter()  # snapshots stored, per pid
 
     def printer(done: Recorded) -> None:
+        # Counted as each is stored: Ctrl-C in the middle of a round keeps these.
+        kept[done.pid] += 1
         status.clear()
         echo(summary_line(done))
 
-    watching = list(pids) if pids is not None else None
-    taken = 0
+    # A pid named twice is recorded once.
+    watching = list(dict.fromkeys(pids)) if pids is not None else None
     failed = False
 
     def progress(done: int, total: int) -> None:
@@ -143,23 +157,26 @@ def record_live(
             status.show(f"recording {done}/{total} processes")
 
     def one_round(number: int) -> bool:
-        nonlocal taken, failed
+        nonlocal failed
         targets = watching if watching is not None else sweep.all_pids()
         result = sweep.run(targets, printer, progress)
         status.clear()
-        taken += len(result.recorded)
         if watching is None:
             echo(f"memsnap: {result.summary()}", err=True)
             return True
         for pid, why in result.errors.items():
             watching.remove(pid)
-            gone = every is not None and pid in result.gone
-            message = f"pid {pid} exited" if gone else why
-            suffix = f"; stopped watching it ({plural(taken, 'snapshot')} kept)" if every else ""
-            echo(f"memsnap: {message}{suffix}", err=True)
-            failed = failed or not (gone and number > 1)
+            # A process seen before that exits ends its watch normally; one that never
+            # was recorded gets the one-shot form's message (`no such process`).
+            ended = pid in result.gone and kept[pid] > 0
+            message = f"pid {pid} exited" if ended and every is not None else why
+            if every is not None and kept[pid]:
+                message += f"; stopped watching it ({plural(kept[pid], 'snapshot')} kept)"
+            echo(f"memsnap: {message}", err=True)
+            failed = failed or not ended
         return bool(watching)
 
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if every is not None else None
     try:
         if every is None:
             one_round(1)
@@ -169,14 +186,20 @@ def record_live(
                 count,
                 one_round,
                 lambda left: status.show(
-                    f"{plural(taken, 'snapshot')} taken, next in {left:.0f}s (Ctrl-C stops)"
+                    f"{plural(kept.total(), 'snapshot')} taken, next in {left:.0f}s (Ctrl-C stops)"
                 ),
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status.clear()
+        terminated = isinstance(exc, _Terminated)
         raise MemsnapInterrupted(
-            f"interrupted: {plural(taken, 'finished snapshot')} kept, none half-taken"
+            f"{'terminated' if terminated else 'interrupted'}: "
+            f"{plural(kept.total(), 'finished snapshot')} kept, none half-taken",
+            exit_code=143 if terminated else 130,
         ) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 1 if failed else 0
 
 
@@ -190,7 +213,8 @@ def record(
         None,
         "--name",
         metavar="REGEX",
-        help="Only processes whose command line, command or program matches (as pgrep -f).",
+        help="Only processes whose command line, command or program matches (as pgrep -f); "
+        "every one, when no PID is given.",
     ),
     label: str | None = typer.Option(
         None, "--label", metavar="TEXT", help="A note kept with each snapshot."
@@ -252,8 +276,10 @@ def record(
         raise UsageError("--host-id goes with --from-file")
     if all_ and pids:
         raise UsageError("give PIDs or --all, not both")
-    if not all_ and not pids:
-        raise UsageError("give at least one PID, --all, or --from-file FILE --pid PID")
+    if not all_ and not pids and name is None:
+        raise UsageError(
+            "give at least one PID, --all, --name REGEX, or --from-file FILE --pid PID"
+        )
 
     from memsnap.capture.procfs import Proc
     from memsnap.capture.sweep import Sweep
@@ -266,7 +292,8 @@ def record(
             label=label,
             name=pattern,
         )
-        code = record_live(sweep, None if all_ else list(pids), every, count)
+        # --name alone looks through every process, as --all --name does.
+        code = record_live(sweep, list(pids) if pids else None, every, count)
     if code:
         raise typer.Exit(code)
 
