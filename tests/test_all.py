@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,14 +93,33 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
     assert sorted(recorded_pids(sqlite_cli)) == sorted(children * 2)
 
 
-def test_name_without_all_records_every_match(sqlite_cli: Cli, children: list[int]) -> None:
-    out = sqlite_cli("record", "--name", f"^{NAME}$")
+@pytest.fixture
+def own_children(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
+    """Three processes named for this test alone: other test runs on the machine may
+    have `children` of their own."""
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    name = f"ms{uuid.uuid4().hex[:13]}"  # 15 characters: kept whole as the command
+    program = tmp_path / name
+    shutil.copy(sleep, program)
+    procs = [subprocess.Popen([str(program), "60"]) for _ in range(3)]
+    yield name, [p.pid for p in procs]
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_name_without_all_records_every_match(
+    sqlite_cli: Cli, own_children: tuple[str, list[int]]
+) -> None:
+    name, children = own_children
+    out = sqlite_cli("record", "--name", f"^{name}$")
     assert out.exit_code == 0, out.stderr
     assert sorted(recorded_pids(sqlite_cli)) == sorted(children)
 
 
 def test_name_reads_each_process_once(
-    sqlite_cli: Cli, children: list[int], monkeypatch: pytest.MonkeyPatch
+    sqlite_cli: Cli, own_children: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Matching a name needs comm, cmdline, stat and exe; the capture starts from them
     instead of reading them again."""
@@ -115,7 +135,8 @@ def test_name_reads_each_process_once(
         return real(self, pid)
 
     monkeypatch.setattr(Proc, "info", counted)
-    out = sqlite_cli("record", "--all", "--name", f"^{NAME}$")
+    name, children = own_children
+    out = sqlite_cli("record", "--all", "--name", f"^{name}$")
     assert out.exit_code == 0, out.stderr
     assert sorted(recorded_pids(sqlite_cli)) == sorted(children)
     assert [reads[pid] for pid in children] == [1, 1, 1]
