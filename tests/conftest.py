@@ -146,9 +146,9 @@ def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Target:
     """A live helper process; `send` performs one layout change and returns its answer."""
 
-    def __init__(self, binary: Path) -> None:
+    def __init__(self, binary: Path, args: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [str(binary), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         assert self.proc.stdout is not None
         ready = self.proc.stdout.readline().split()

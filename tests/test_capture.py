@@ -23,7 +23,7 @@ import pytest
 
 from conftest import Cli, Target
 from memsnap.capture import procfs, sweep
-from memsnap.capture.procfs import Proc, Stat, read_bytes, split_cmdline
+from memsnap.capture.procfs import Proc, Stat, denied_message, read_bytes, split_cmdline
 from memsnap.capture.record import record_pid
 from memsnap.errors import ProcessError
 from memsnap.store.database import open_database
@@ -287,3 +287,155 @@ def test_sigterm_ends_a_watch_like_ctrl_c(sqlite_url: str, target: Target) -> No
     assert len(announced) <= len(kept) <= len(announced) + 1
     assert f"{len(kept)} finished" in err
     assert {s["totals"]["regions"] for s in kept} == {region_count(target.pid)}
+
+
+# --- the ELF layout cache -------------------------------------------------------------
+
+
+def test_layout_cache_stays_bounded_over_many_rounds(
+    target_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch of a machine whose programs come and go: every round brings objects never
+    seen before (hard links of one ELF file: each path is a new object to the cache).
+    The cache keeps at most LAYOUT_CACHE_SIZE, and one mapped every round stays in it."""
+    from memsnap.capture import record
+    from memsnap.model import Mapping
+
+    monkeypatch.setattr(record, "LAYOUT_CACHE_SIZE", 40)
+    monkeypatch.setattr(record, "_LAYOUT_CACHE", type(record._LAYOUT_CACHE)())
+    reads: list[str] = []
+    real = record.read_load_layout
+
+    def counted(path: str | Path) -> Any:
+        reads.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(record, "read_load_layout", counted)
+    inode = target_binary.stat().st_ino
+
+    def mapping(path: Path) -> Mapping:
+        return Mapping(0x1000, 0x2000, "r-xp", 0, "00:00", inode, str(path))
+
+    everyday = tmp_path / "everyday"
+    os.link(target_binary, everyday)
+    for round_ in range(25):
+        layout = record.layouts_from_files(None, None)
+        assert layout(mapping(everyday)) is not None
+        for n in range(10):
+            fresh = tmp_path / f"r{round_}-{n}"
+            os.link(target_binary, fresh)
+            assert layout(mapping(fresh)) is not None
+        assert len(record._LAYOUT_CACHE) <= 40
+    assert reads.count(str(everyday)) == 1  # used every round: never forgotten
+    assert len(reads) == 1 + 25 * 10
+
+
+# --- names of live processes ----------------------------------------------------------
+
+
+def test_a_rewritten_title_has_no_padding_arguments(target_binary: Path, sqlite_cli: Cli) -> None:
+    """A process that rewrites its title in place, as PostgreSQL's backends do, leaves
+    the rest of its argument area as NUL bytes: that padding is not arguments."""
+    t = Target(target_binary, ("--an-argument-area-long-enough", "x" * 60, "y" * 20))
+    try:
+        title = "postgres: 15/main: background writer"
+        t.send(f"title {title}")
+        raw = read_bytes(f"/proc/{t.pid}/cmdline")
+        assert raw.startswith(title.encode() + b"\0\0\0\0\0")  # the kernel shows the padding
+        out = sqlite_cli("record", str(t.pid))
+        assert out.exit_code == 0, out.stderr
+        (snap,) = snapshots(sqlite_cli)
+        assert snap["cmdline"] == [title]
+    finally:
+        t.stop()
+
+
+def test_a_name_ending_in_deleted_is_not_a_deleted_file(
+    target: Target, sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    named = tmp_path / "a b (deleted)"
+    named.write_bytes(b"\0" * 4096)
+    at = target.address(f"map {named}")
+    gone = target.address(f"deleted {tmp_path}")  # really deleted
+    out = sqlite_cli("record", str(target.pid))
+    assert out.exit_code == 0, out.stderr
+    (snap,) = snapshots(sqlite_cli)
+    shown = sqlite_cli("show", str(snap["id"]), "--format", "json")
+    regions = {int(r["start"], 16): r for r in json.loads(shown.stdout)["regions"]}
+    assert (regions[at]["path"], regions[at]["deleted"]) == (str(named), False)
+    assert (regions[gone]["path"], regions[gone]["deleted"]) == (f"{tmp_path}/gone.bin", True)
+
+
+# --- permission denied ----------------------------------------------------------------
+
+
+def test_denied_message_says_what_is_known() -> None:
+    everything = (1 << 41) - 1
+    not_root = denied_message(7, 1000, None, None)
+    assert not_root == (
+        "pid 7: permission denied (reading another user's process needs root or ptrace rights)"
+    )
+    no_ptrace = denied_message(7, 0, everything & ~(1 << 19), "0 0 4294967295\n")
+    assert "without the CAP_SYS_PTRACE capability" in no_ptrace and "needs root" not in no_ptrace
+    userns = denied_message(7, 0, everything, "         0       1000          1\n")
+    assert "root of a user namespace (uid_map 0 1000 1)" in userns
+    other = denied_message(7, 0, everything, "         0          0 4294967295\n")
+    assert "runs as root with CAP_SYS_PTRACE" in other and "needs root" not in other
+    for message in (not_root, no_ptrace, userns, other):
+        assert message.startswith("pid 7: permission denied") and "\n" not in message
+
+
+# --- show PID --live, diff ID --live --------------------------------------------------
+
+
+def test_show_live_equals_record_then_show(target: Target, cli: Cli, tmp_path: Path) -> None:
+    target.send("dlopen libz.so.1")
+    target.address("anon 7340032")
+    target.address(f"deleted {tmp_path}")
+    target.send("thread")
+    live = cli("show", str(target.pid), "--live", "--format", "json")
+    assert live.exit_code == 0, live.stderr
+    done = cli("record", str(target.pid))
+    assert done.exit_code == 0, done.stderr
+    snapshot_id = done.stdout.split()[1].rstrip(":")
+    stored = json.loads(cli("show", snapshot_id, "--format", "json").stdout)
+    doc = json.loads(live.stdout)
+    assert doc["snapshot"]["id"] is None and doc["snapshot"]["source"] == "live"
+    assert doc["snapshot"]["pid"] == target.pid
+    assert doc["snapshot"]["totals"]["regions"] == stored["snapshot"]["totals"]["regions"]
+    # The same regions with the same fields; rss and pss may move between two reads.
+    moving = {"rss", "pss", "uss", "private_dirty", "shared_clean", "swap"}
+
+    def fixed(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r.items() if k not in moving}
+
+    assert [fixed(r) for r in doc["regions"]] == [fixed(r) for r in stored["regions"]]
+    assert [set(r) for r in doc["regions"]] == [set(r) for r in stored["regions"]]
+    assert len(snapshots(cli)) == 1  # --live stored nothing
+
+
+def test_show_live_of_no_process_is_exit_1(cli: Cli) -> None:
+    dead = free_pid()
+    out = cli("show", str(dead), "--live")
+    assert out.exit_code == 1 and f"pid {dead}: no such process" in out.stderr
+
+
+def test_diff_live_reports_a_layout_change(target: Target, cli: Cli) -> None:
+    done = cli("record", str(target.pid))
+    snapshot_id = done.stdout.split()[1].rstrip(":")
+    unchanged = json.loads(cli("diff", snapshot_id, "--live", "--format", "json").stdout)
+    assert unchanged["match"] == "address" and unchanged["to"]["id"] is None
+    assert unchanged["regions"]["added"] == [] and unchanged["regions"]["removed"] == []
+    at = target.address("anon 7340032")
+    out = cli("diff", snapshot_id, "--live", "--format", "json")
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads(out.stdout)
+    # The kernel may merge the new mapping with an anonymous neighbour: then it shows as
+    # that region changed rather than a region added.
+    after = doc["regions"]["added"] + [c["after"] for c in doc["regions"]["changed"]]
+    assert any(int(r["start"], 16) <= at < int(r["end"], 16) for r in after)
+    assert doc["kinds"]["anon"]["delta"]["size"] == 7340032
+    assert len(snapshots(cli)) == 1
+    table = cli("diff", snapshot_id, "--live")
+    assert table.exit_code == 0 and "7.0 MiB" in table.stdout
+    assert cli("diff", snapshot_id).exit_code == 2

@@ -341,7 +341,9 @@ def test_another_users_process_is_permission_denied(
     db = str(folder / "mine.db")
     out = memsnap(db, "record", str(target.pid), user=user)
     assert out.returncode == 1
-    assert f"pid {target.pid}: permission denied" in out.stderr
+    assert f"pid {target.pid}: permission denied (reading another user's process needs root" in (
+        out.stderr
+    )
     assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1
     listed = memsnap(db, "list", "--format", "json", user=user)
     assert json.loads(listed.stdout)["snapshots"] == []

@@ -176,6 +176,56 @@ def read_bytes(path: str | Path) -> bytes:
         return f.readall()
 
 
+CAP_SYS_PTRACE = 19
+_WHOLE_ID_RANGE = ("0", "0", "4294967295")  # uid_map of the initial user namespace
+
+
+def denied_message(pid: int, euid: int, cap_eff: int | None, uid_map: str | None) -> str:
+    """Why reading a process was refused, as far as memsnap can tell.
+
+    A map is readable to its owner, or to whoever holds CAP_SYS_PTRACE over the
+    process's user namespace (the kernel's PTRACE_MODE_READ check). Not being root is the
+    usual cause; as root the cause is elsewhere: a capability dropped (a container), a
+    user namespace whose root is nobody outside it, or a security module (SELinux,
+    AppArmor). Yama's ptrace_scope is not among them: it restricts attaching, not reading
+    /proc/PID/maps."""
+    if euid != 0:
+        return (
+            f"pid {pid}: permission denied (reading another user's process needs root "
+            "or ptrace rights)"
+        )
+    if cap_eff is not None and not cap_eff >> CAP_SYS_PTRACE & 1:
+        return (
+            f"pid {pid}: permission denied: memsnap runs as root but without the "
+            f"CAP_SYS_PTRACE capability (CapEff {cap_eff:016x}), as in a container"
+        )
+    if uid_map is not None and tuple(uid_map.split()) != _WHOLE_ID_RANGE:
+        shown = " ".join(uid_map.split()[:3])
+        return (
+            f"pid {pid}: permission denied: memsnap runs as root of a user namespace "
+            f"(uid_map {shown}), which has no rights over processes outside it"
+        )
+    return (
+        f"pid {pid}: permission denied although memsnap runs as root with CAP_SYS_PTRACE: "
+        "a security module (SELinux, AppArmor) or a seccomp policy refuses it"
+    )
+
+
+def _own_rights() -> tuple[int, int | None, str | None]:
+    """memsnap's effective uid, effective capabilities and uid_map (None: unreadable)."""
+    euid = os.geteuid()
+    if euid != 0:
+        return euid, None, None
+    cap_eff = uid_map = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in read_file("/proc/self/status").splitlines():
+            if line.startswith("CapEff:"):
+                cap_eff = int(line.split()[1], 16)
+    with contextlib.suppress(OSError):
+        uid_map = read_file("/proc/self/uid_map")
+    return euid, cap_eff, uid_map
+
+
 @contextlib.contextmanager
 def _translate(pid: int) -> Iterator[None]:
     try:
@@ -183,10 +233,7 @@ def _translate(pid: int) -> Iterator[None]:
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessGone(f"pid {pid}: no such process") from None
     except PermissionError:
-        raise ProcessDenied(
-            f"pid {pid}: permission denied (reading another user's process needs root "
-            "or ptrace rights)"
-        ) from None
+        raise ProcessDenied(denied_message(pid, *_own_rights())) from None
     except OSError as exc:
         # ESRCH shows up as a plain OSError when the process dies mid-read.
         if exc.errno == 3:
@@ -322,6 +369,24 @@ class Proc:
     def pids(self) -> list[int]:
         """Every pid in the proc root, ascending."""
         return sorted(int(name) for name in os.listdir(self.root) if name.isdigit())
+
+    def deleted_for_real(self, pid: int, start: int, end: int, path: str, inode: int) -> bool:
+        """Whether the ` (deleted)` ending a mapped file's name in maps is the kernel's
+        mark (`path` is the name without it) or part of the file's own name.
+
+        The kernel's handle on the mapping leads to the file itself: a link count of 0
+        settles it (following it needs CAP_SYS_ADMIN, so it may be unreadable). Else the
+        suffix is the file's own only if a file of the whole name, with that inode,
+        exists where the process sees it (its root: containers have their own).
+        """
+        with contextlib.suppress(OSError):
+            if os.stat(self.map_file(pid, start, end)).st_nlink == 0:
+                return True
+        try:
+            whole = os.stat(self.file(pid, f"root{path}{_DELETED}"))
+        except (OSError, ValueError):
+            return True
+        return whole.st_ino != inode
 
     def map_file(self, pid: int, start: int, end: int) -> Path:
         """The kernel's handle on a mapped file, valid even when the file was deleted."""

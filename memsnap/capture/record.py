@@ -8,6 +8,7 @@ deleted library), else from the path when it still names the same inode.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -42,8 +43,11 @@ class Recorded:
 # ELF headers by (path, device, inode), found through a live process: an object is read
 # once per run, however many processes map it (an inode names one file's content for as
 # long as it exists). Objects that could not be read are not remembered: another
-# process may be readable where this one was not.
-_LAYOUT_CACHE: dict[tuple[str, str, int], LoadLayout] = {}
+# process may be readable where this one was not. A watch of the whole machine may run
+# for days while programs come and go, so the least recently used are forgotten past
+# LAYOUT_CACHE_SIZE objects (a busy host maps a few thousand at once).
+LAYOUT_CACHE_SIZE = 4096
+_LAYOUT_CACHE: OrderedDict[tuple[str, str, int], LoadLayout] = OrderedDict()
 
 
 def layouts_from_files(
@@ -55,15 +59,18 @@ def layouts_from_files(
     def layout(m: Mapping) -> LoadLayout | None:
         assert m.path is not None
         key = (m.path, m.dev, m.inode)
-        if key in cache:
-            return cache[key]
-        found = None
+        found = cache.get(key)
+        if found is not None:
+            cache.move_to_end(key)
+            return found
         if proc is not None and pid is not None:
             found = read_load_layout(proc.map_file(pid, m.start, m.end))
         if found is None and not m.deleted and _same_inode(m.path, m.inode):
             found = read_load_layout(m.path)
         if found is not None:
             cache[key] = found
+            if len(cache) > LAYOUT_CACHE_SIZE:
+                cache.popitem(last=False)
         return found
 
     return layout
@@ -107,6 +114,42 @@ def _info(capture: Capture, label: str | None, taken_at: datetime) -> SnapshotIn
     )
 
 
+def classify_capture(proc: Proc, capture: Capture) -> tuple[Parsed, list[str]]:
+    """A live capture parsed (with the kernel's ` (deleted)` told from a name's own)
+    and the kind of each mapping."""
+    info = capture.info
+    parsed = parse_text(capture.raw)
+    settle_deleted(proc, info.identity.pid, parsed)
+    # A running thread has no readable stack pointer; then the guard-page rule helps.
+    threads = Threads(capture.threads.known, some_unknown=capture.threads.unknown > 0)
+    kinds = classify(
+        parsed.mappings,
+        info.exe,
+        threads,
+        layouts_from_files(proc, info.identity.pid),
+        info.page_size,
+    )
+    return parsed, kinds
+
+
+_PATH, _DELETED = Mapping._fields.index("path"), Mapping._fields.index("deleted")
+
+
+def settle_deleted(proc: Proc, pid: int, parsed: Parsed) -> None:
+    """A file literally named `a b (deleted)` reads in maps like a deleted `a b`: for a
+    live process the kernel settles which it is (`Proc.deleted_for_real`), and a name's
+    own suffix is put back. Only mappings flagged deleted are looked at."""
+    flags = parsed.columns[_DELETED]
+    for i in [i for i, flag in enumerate(flags) if flag]:
+        m = parsed.mappings[i]
+        assert m.path is not None
+        if not proc.deleted_for_real(pid, m.start, m.end, m.path, m.inode):
+            named = m._replace(path=m.path + " (deleted)", deleted=False)
+            parsed.mappings[i] = named
+            parsed.columns[_PATH][i] = named.path
+            flags[i] = False
+
+
 def record_capture(
     db: Database,
     proc: Proc,
@@ -125,16 +168,7 @@ def record_capture(
         same = db.write(lambda conn: save_unchanged(conn, snapshot, capture.digest.value))
         if same is not None:
             return Recorded(same[0], identity.pid, info.command, same[1])
-    parsed = parse_text(capture.raw)
-    # A running thread has no readable stack pointer; then the guard-page rule helps.
-    threads = Threads(capture.threads.known, some_unknown=capture.threads.unknown > 0)
-    kinds = classify(
-        parsed.mappings,
-        info.exe,
-        threads,
-        layouts_from_files(proc, info.identity.pid),
-        info.page_size,
-    )
+    parsed, kinds = classify_capture(proc, capture)
     stored = replace(snapshot, digest=capture.digest.value())
     snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, stored, parsed.columns, kinds))
     return Recorded(snapshot_id, info.identity.pid, info.command, totals)

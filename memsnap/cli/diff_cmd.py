@@ -1,6 +1,9 @@
-"""`memsnap diff A B` / `memsnap diff --pid PID`: what changed between two snapshots."""
+"""`memsnap diff A B` / `memsnap diff --pid PID` / `memsnap diff A --live`: what changed
+between two snapshots, or between a snapshot and its process now."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -19,7 +22,10 @@ from memsnap.cli.common import (
     use_color,
 )
 from memsnap.cli.picking import id_argument, pid_option
-from memsnap.errors import UsageError
+from memsnap.errors import MemsnapError, UsageError
+
+if TYPE_CHECKING:
+    from memsnap.model import Region, Snapshot
 
 
 def diff(
@@ -37,6 +43,9 @@ def diff(
     kind_options: list[str] = DIFF_KIND_OPTION,
     sort: SortKey = SORT_OPTION,
     output: str | None = OUTPUT_OPTION,
+    live: bool = typer.Option(
+        False, "--live", help="Compare A with its process as it is now (nothing stored)."
+    ),
 ) -> None:
     """Show what changed from snapshot A to snapshot B, or in a process's last step."""
     from memsnap import history
@@ -45,17 +54,29 @@ def diff(
 
     if pid is not None and a is not None:
         raise UsageError("give two snapshot ids or --pid PID, not both")
-    if pid is None and (a is None or b is None):
-        raise UsageError("give two snapshot ids A B, or --pid PID")
+    if live and (a is None or b is not None):
+        raise UsageError("--live compares one snapshot: diff ID --live")
+    if pid is None and not live and (a is None or b is None):
+        raise UsageError("give two snapshot ids A B, one and --live, or --pid PID")
     with database(ctx) as db, db.reading() as conn:
-        if pid is not None:
-            before, after = history.last_two(conn, pid)
+        if live:
+            from memsnap.capture.live import diff_with_live
+
+            assert a is not None
+            before = history.get_snapshot(conn, a)
+            before_regions = history.layout(conn, before)
+            after, after_regions = _live_now(before)
+            layouts = before_regions, after_regions
+            result = diff_with_live(before, before_regions, after, after_regions)
         else:
-            assert a is not None and b is not None
-            before, after = history.get_snapshot(conn, a), history.get_snapshot(conn, b)
-        result = history.diff_between(conn, before, after)
-        if fmt is DocumentFormat.html:  # the page draws both whole layouts
-            layouts = history.layout(conn, before), history.layout(conn, after)
+            if pid is not None:
+                before, after = history.last_two(conn, pid)
+            else:
+                assert a is not None and b is not None
+                before, after = history.get_snapshot(conn, a), history.get_snapshot(conn, b)
+            result = history.diff_between(conn, before, after)
+            if fmt is DocumentFormat.html:  # the page draws both whole layouts
+                layouts = history.layout(conn, before), history.layout(conn, after)
     result = narrowed(result, chosen_kinds(kind_options), sort.value)
     if fmt is DocumentFormat.html:
         from memsnap.render.html import diff_page
@@ -66,3 +87,17 @@ def diff(
     else:
         color = to_stdout(output) and use_color()
         emit(diff_table(result, style, color, regions, sort.value), output, colours=color)
+
+
+def _live_now(before: Snapshot) -> tuple[Snapshot, list[Region]]:
+    """`diff A --live`: A's process as it is now, read on this host (nothing stored)."""
+    from memsnap.capture.live import live_layout
+    from memsnap.capture.procfs import Proc
+
+    proc = Proc()
+    if before.host != proc.host:
+        raise MemsnapError(
+            f"snapshot {before.id} was taken on {before.host}, not here ({proc.host}): "
+            "--live reads a process on this host"
+        )
+    return live_layout(proc, before.pid)

@@ -51,9 +51,11 @@ def show(
         False, "--map", help="The address space as a strip across the terminal, with a legend."
     ),
     output: str | None = OUTPUT_OPTION,
+    live: bool = typer.Option(
+        False, "--live", help="ID is a PID: read the running process now (nothing stored)."
+    ),
 ) -> None:
     """Show the classified layout of one snapshot."""
-    from memsnap import history
     from memsnap.render import snapshot as render
     from memsnap.timeparse import parse_time
 
@@ -65,31 +67,39 @@ def show(
     if at is None and (pid is not None or name is not None):
         raise UsageError("--pid and --name select a process for --at")
     when = parse_time(at) if at is not None else None
-    pattern = None if name is None else compile_name(name).pattern
-    with database(ctx) as db, db.reading() as conn:
-        if when is not None:
-            snap = history.snapshot_at(conn, when, pid=pid, name=pattern)
-        else:
-            assert snapshot_id is not None
-            snap = history.get_snapshot(conn, snapshot_id)
-        with_gaps = gaps or "gap" in (kinds or ())
-        stored = snap.kinds and sum(t.regions for t in snap.kinds.values()) == snap.totals.regions
-        if summary and not with_gaps and stored:
-            # The per-kind totals are stored with the snapshot: no region is read.
-            show_stored_summary(snap, kinds or (), fmt, style, output)
-            return
-        if (
-            not summary
-            and not draw_map
-            and fmt is not ShowFormat.html
-            and to_stdout(output)  # a file is written whole, then renamed into place
-            and not with_gaps
-            and sort is SortKey.address
-            and snap.totals.regions > history.STREAM_REGIONS
-            and show_streamed(conn, snap, kinds or (), fmt, style, top_down)
-        ):
-            return
-        regions = history.layout(conn, snap)
+    if live:
+        if at is not None or snapshot_id is None:
+            raise UsageError("--live shows a running process: show PID --live")
+        snap, regions = _live(snapshot_id)
+    else:
+        from memsnap import history
+
+        pattern = None if name is None else compile_name(name).pattern
+        with database(ctx) as db, db.reading() as conn:
+            if when is not None:
+                snap = history.snapshot_at(conn, when, pid=pid, name=pattern)
+            else:
+                assert snapshot_id is not None
+                snap = history.get_snapshot(conn, snapshot_id)
+            with_gaps = gaps or "gap" in (kinds or ())
+            kind_regions = sum(t.regions for t in snap.kinds.values())
+            stored = snap.kinds and kind_regions == snap.totals.regions
+            if summary and not with_gaps and stored:
+                # The per-kind totals are stored with the snapshot: no region is read.
+                show_stored_summary(snap, kinds or (), fmt, style, output)
+                return
+            if (
+                not summary
+                and not draw_map
+                and fmt is not ShowFormat.html
+                and to_stdout(output)  # a file is written whole, then renamed into place
+                and not with_gaps
+                and sort is SortKey.address
+                and snap.totals.regions > history.STREAM_REGIONS
+                and show_streamed(conn, snap, kinds or (), fmt, style, top_down)
+            ):
+                return
+            regions = history.layout(conn, snap)
     if gaps or "gap" in (kinds or ()):  # asking for the kind gap asks for the gaps
         regions = render.with_gaps(regions)
     if kinds:
@@ -188,3 +198,11 @@ def show_streamed(
     for chunk in chunks:
         echo(chunk, colours=color)
     return True
+
+
+def _live(pid: int) -> tuple[Snapshot, list[Region]]:
+    """`show PID --live`: read and classified now, stored nowhere (no database opened)."""
+    from memsnap.capture.live import live_layout
+    from memsnap.capture.procfs import Proc
+
+    return live_layout(Proc(), pid)

@@ -90,7 +90,7 @@ def totals_json(t: Totals) -> dict[str, Any]:
 
 def snapshot_json(s: Snapshot) -> dict[str, Any]:
     return {
-        "id": s.id,
+        "id": s.id or None,  # a live read (show --live) has no id: stored ids start at 1
         "taken_at": s.taken_at.isoformat(),
         "pid": s.pid,
         "host": s.host,
@@ -101,7 +101,7 @@ def snapshot_json(s: Snapshot) -> dict[str, Any]:
         "page_size": s.page_size,
         "source": s.source,
         "totals": totals_json(s.totals),
-        "seq": s.seq,
+        "seq": s.seq or None,
         "boot_id": s.identity.boot_id,
         "start_ticks": s.identity.start_ticks,
         "kernel": s.kernel,

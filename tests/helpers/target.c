@@ -3,7 +3,7 @@
  * Reads one command per line on stdin, performs it, and answers one line on stdout
  * ("ok ..." with any addresses involved, or "err ..."). Commands:
  *   dlopen PATH | dlclose | heap BYTES | stack BYTES | anon BYTES | unmap-anon | rwx |
- *   thread | shm | memfd | deleted DIR | weird DIR | pages N | quit
+ *   thread | shm | memfd | deleted DIR | weird DIR | pages N | title TEXT | map PATH | quit
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -44,7 +44,7 @@ static int write_file(const char *path, size_t size) {
     return fd;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     char line[4096];
     setvbuf(stdout, NULL, _IOLBF, 0);
     big_bss[0] = small_data[0];
@@ -132,6 +132,21 @@ int main(void) {
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
             if (p == MAP_FAILED) { printf("err mmap\n"); continue; }
             for (long i = 0; i < n; i += 2) mprotect(p + i * 4096, 4096, PROT_READ | PROT_WRITE);
+            printf("ok %p\n", (void *)p);
+        } else if (!strcmp(cmd, "title")) {
+            /* Rewrite the command line in place, as setproctitle does: the text, then
+             * NUL bytes over the rest of the argument area. */
+            char *end = argv[argc - 1] + strlen(argv[argc - 1]);
+            size_t room = (size_t)(end - argv[0]);
+            memset(argv[0], 0, room);
+            memcpy(argv[0], arg, strlen(arg) < room ? strlen(arg) : room);
+            printf("ok\n");
+        } else if (!strcmp(cmd, "map")) {
+            /* Map an existing file (read-only, shared) and leave it in place. */
+            int fd = open(arg, O_RDONLY);
+            char *p = fd < 0 ? MAP_FAILED : mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+            if (p == MAP_FAILED) { printf("err map\n"); continue; }
+            close(fd);
             printf("ok %p\n", (void *)p);
         } else {
             printf("err unknown command %s\n", cmd);
