@@ -412,6 +412,8 @@ def test_show_live_equals_record_then_show(target: Target, cli: Cli, tmp_path: P
     assert [fixed(r) for r in doc["regions"]] == [fixed(r) for r in stored["regions"]]
     assert [set(r) for r in doc["regions"]] == [set(r) for r in stored["regions"]]
     assert len(snapshots(cli)) == 1  # --live stored nothing
+    table = cli("show", str(target.pid), "--live")
+    assert table.stdout.startswith(f"live: pid {target.pid} (target)"), table.stdout
 
 
 def test_show_live_of_no_process_is_exit_1(cli: Cli) -> None:
@@ -438,4 +440,5 @@ def test_diff_live_reports_a_layout_change(target: Target, cli: Cli) -> None:
     assert len(snapshots(cli)) == 1
     table = cli("diff", snapshot_id, "--live")
     assert table.exit_code == 0 and "7.0 MiB" in table.stdout
+    assert f"diff {snapshot_id} -> live:" in table.stdout
     assert cli("diff", snapshot_id).exit_code == 2

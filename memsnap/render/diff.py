@@ -170,7 +170,7 @@ def diff_heading(d: Diff) -> str:
     )
     who = _who(a) if a.process_id == b.process_id else f"{_who(a)} -> {_who(b)}"
     head = (
-        f"diff {a.id} -> {b.id}: {who}\n"
+        f"diff {a.id or 'live'} -> {b.id or 'live'}: {who}\n"
         f"{local_time(a.taken_at)} -> {local_time(b.taken_at)} "
         f"({_elapsed(a.taken_at, b.taken_at)}); {how}"
     )

@@ -236,11 +236,16 @@ def show_table(
     return "\n".join(parts)
 
 
+def snapshot_name(s: Snapshot) -> str:
+    """`snapshot 7`, or `live` for a process read now and not stored (id 0)."""
+    return f"snapshot {s.id}" if s.id else "live"
+
+
 def snapshot_heading(s: Snapshot) -> str:
     t = s.totals
     label = f"  label: {visible(s.label)}" if s.label else ""
     return (
-        f"snapshot {s.id}: pid {s.pid} ({visible(s.command)}) on {visible(s.host)} at "
+        f"{snapshot_name(s)}: pid {s.pid} ({visible(s.command)}) on {visible(s.host)} at "
         f"{local_time(s.taken_at)}{label}\n"
         f"{plural(t.regions, 'region')}, {human(t.size)} virtual, {human(t.rss)} resident, "
         f"{human(t.pss)} proportional, {human(t.swap)} swapped\n"
