@@ -404,7 +404,10 @@ def test_show_live_equals_record_then_show(target: Target, cli: Cli, tmp_path: P
     assert doc["snapshot"]["pid"] == target.pid
     assert doc["snapshot"]["totals"]["regions"] == stored["snapshot"]["totals"]["regions"]
     # The same regions with the same fields; rss and pss may move between two reads.
-    moving = {"rss", "pss", "uss", "private_dirty", "shared_clean", "swap"}
+    moving = {
+        "rss", "pss", "uss", "shared_clean", "shared_dirty", "private_clean", "private_dirty",
+        "referenced", "anonymous", "anon_huge", "swap", "swap_pss", "locked",
+    }  # fmt: skip
 
     def fixed(r: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in r.items() if k not in moving}
