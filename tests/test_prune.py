@@ -456,3 +456,66 @@ def test_prune_of_a_missing_database_creates_none(tmp_path: Path) -> None:
     out = Cli(str(tmp_path / "none.db"))("prune", "--keep-last", "1")
     assert out.exit_code == 1 and "nothing recorded" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_prune_command_killed_while_it_waits_inside_its_transaction(
+    pg_url: str, target_binary: Path, tmp_path: Path
+) -> None:
+    """The real `memsnap prune`, SIGKILLed in the middle of its second process: on
+    PostgreSQL the test holds a lock on libz's path row, which only the second process's
+    prune wants to delete (the first's leaves it: the second still maps it then), so the
+    command stops there with that process's snapshots and regions deleted, uncommitted."""
+    from sqlalchemy import create_engine, text
+
+    cli = Cli(pg_url)
+    targets = [Target(target_binary) for _ in range(2)]
+    try:
+        for t in targets:
+            (tmp_path / str(t.pid)).mkdir()
+            record_history(cli, t, tmp_path / str(t.pid))
+    finally:
+        for t in targets:
+            t.stop()
+    first, second = (t.pid for t in targets)
+    whole = reading_of(cli, second, list(range(1, 11)))
+    holder = create_engine(pg_url)
+    try:
+        with holder.connect() as conn:
+            lock = conn.begin()
+            conn.execute(text("SELECT id FROM paths WHERE text LIKE '%/libz.so%' FOR UPDATE"))
+            pruning = subprocess.Popen(
+                [sys.executable, "-m", "memsnap", "--db", pg_url, "prune", "--keep-last", "1"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                waiting = 0
+                # Polled from a connection of its own: within one transaction PostgreSQL
+                # shows the same snapshot of pg_stat_activity every time.
+                with holder.connect().execution_options(isolation_level="AUTOCOMMIT") as look:
+                    for _ in range(600):
+                        waiting = look.execute(
+                            text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type "
+                                "= 'Lock' AND query LIKE 'DELETE FROM paths%'"
+                            )
+                        ).scalar_one()
+                        if waiting or pruning.poll() is not None:
+                            break
+                        time.sleep(0.1)
+                assert waiting == 1, "the prune never waited on the path row"
+                pruning.send_signal(signal.SIGKILL)
+                pruning.wait()
+            finally:
+                if pruning.poll() is None:
+                    pruning.kill()
+            lock.rollback()
+    finally:
+        holder.dispose()
+    assert seqs_of(cli, first) == [1, 10]  # committed before the kill
+    assert seqs_of(cli, second) == list(range(1, 11))
+    again = reading_of(cli, second, list(range(1, 11)))
+    assert again["show"] == whole["show"] and again["diff"] == whole["diff"]
+    json_of(cli, "prune", "--keep-last", "1")
+    assert seqs_of(cli, second) == [1, 10]
