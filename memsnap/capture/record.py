@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from memsnap.capture.procfs import Capture, Proc, ProcessInfo
+from memsnap.capture.replaced import replaced_in
 from memsnap.classify import MAX_STREAMED_OBJECTS, StreamClassifier, Threads, classify
 from memsnap.elf import HEAD_BYTES, LoadLayout, parse_load_layout
 from memsnap.errors import MemsnapError, ParseError
@@ -162,7 +163,10 @@ def record_capture(
     parsed, classified and compared region by region. `recorded`, when given, holds
     (pid, start time) of the processes recorded before: others are not looked for."""
     info = capture.info
-    snapshot = _info(capture, label, taken_at)
+    # Taken before the unchanged-copy shortcut: once a library is replaced, the maps text
+    # stops changing and later snapshots are copies, each of which must carry the fact.
+    replaced = replaced_in(capture.raw, proc.file(info.identity.pid, "root"))
+    snapshot = replace(_info(capture, label, taken_at), replaced=replaced)
     identity = info.identity
     if recorded is None or (identity.pid, identity.start_ticks) in recorded:
         same = db.write(lambda conn: save_unchanged(conn, snapshot, capture.digest.value))

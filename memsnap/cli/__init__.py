@@ -171,7 +171,15 @@ def _global(
 
 
 def _register() -> None:
-    from memsnap.cli import diff_cmd, list_cmd, prune_cmd, record_cmd, replay_cmd, show_cmd
+    from memsnap.cli import (
+        check_cmd,
+        diff_cmd,
+        list_cmd,
+        prune_cmd,
+        record_cmd,
+        replay_cmd,
+        show_cmd,
+    )
 
     app.command("record")(record_cmd.record)
     app.command("list")(list_cmd.list_snapshots)
@@ -179,6 +187,7 @@ def _register() -> None:
     app.command("diff")(diff_cmd.diff)
     app.command("replay")(replay_cmd.replay)
     app.command("prune")(prune_cmd.prune)
+    app.command("check")(check_cmd.check)
 
 
 _register()

@@ -59,6 +59,7 @@ class SnapshotRow(Base):
     swap: Mapped[int | None]
     uss: Mapped[int | None]
     digest: Mapped[str | None]
+    replaced: Mapped[str | None]
 
 
 class SnapshotKindRow(Base):

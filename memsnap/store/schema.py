@@ -131,6 +131,10 @@ snapshots = Table(
     Column("uss", BigInteger, nullable=True),
     # Hash of the text a live snapshot was read from; equal digests, equal layouts.
     Column("digest", String(64), nullable=True),
+    # The executable files whose path named another file when this snapshot was taken
+    # (`memsnap.capture_replaced`): a JSON list of [path, device, inode]; NULL where not
+    # known (imports, snapshots older than the column).
+    Column("replaced", Text, nullable=True),
     UniqueConstraint("process_id", "seq"),
 )
 

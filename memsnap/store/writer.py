@@ -83,6 +83,8 @@ class SnapshotInfo:
     kernel: str | None
     has_smaps: bool
     digest: str | None = None
+    # JSON list of the replaced executable objects (see schema), None when not known.
+    replaced: str | None = None
 
 
 def path_digest(text: str) -> str:
@@ -260,6 +262,7 @@ def _snapshot_row(
                 "swap": totals.swap,
                 "uss": totals.uss,
                 "digest": info.digest,
+                "replaced": info.replaced,
             },
         ).scalar_one()
     )
