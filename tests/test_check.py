@@ -97,7 +97,14 @@ Trigger = Callable[[Target, Path, Path], None]
 
 
 def _send(command: str) -> Trigger:
-    return lambda helper, _libz, _tmp: helper.send(command) and None
+    def trigger(helper: Target, _libz: Path, _tmp: Path) -> None:
+        helper.send(command)
+
+    return trigger
+
+
+def _dlopen_system(helper: Target, libz: Path, _tmp: Path) -> None:
+    helper.send(f"dlopen {libz}")
 
 
 def _dlopen_copy(helper: Target, libz: Path, tmp: Path) -> None:
@@ -115,11 +122,7 @@ def _dlopen_copy(helper: Target, libz: Path, tmp: Path) -> None:
         ("exec-heap", _send("rw"), _send("exec-heap")),
         ("ddexec", _send("rw"), _send("ddexec")),
         ("dirty-text", _dlopen_copy, _send("patch zlibVersion")),
-        (
-            "exec-from-tmp",
-            lambda h, libz, _t: h.send(f"dlopen {libz}") and None,
-            _dlopen_copy,
-        ),
+        ("exec-from-tmp", _dlopen_system, _dlopen_copy),
         ("deleted-code", _dlopen_copy, lambda _h, _l, tmp: (tmp / "libz-copy.so").unlink()),
     ],
 )
