@@ -185,7 +185,9 @@ def test_replaced_code_through_rename_and_not_on_imports(
     # An imported text carries no stat of the files: the rule cannot fire on it.
     smaps = Path(f"/proc/{helper.pid}/smaps").read_bytes()
     done = sqlite_cli("record", "--from-file", "-", "--pid", "4242", input=smaps)
-    imported = int(re.match(r"snapshot (\d+):", done.stdout).group(1))  # type: ignore[union-attr]
+    numbered = re.match(r"snapshot (\d+):", done.stdout)
+    assert numbered, done.stdout
+    imported = int(numbered.group(1))
     assert fired(sqlite_cli, imported, "deleted-code") == {start}
     assert fired(sqlite_cli, imported, "replaced-code") == set()
 
@@ -243,9 +245,8 @@ def test_ignore_file(sqlite_cli: Cli, helper: Target, tmp_path: Path) -> None:
     snap = record(sqlite_cli, helper.pid)
     assert sqlite_cli("check", str(snap), "--fail-on", "medium").exit_code == 3
     ignore = tmp_path / "ignore"
-    ignore.write_text(
-        f"# accepted here\nwx,anon-exec,exec-from-tmp {re.escape(helper.proc.args[0])}\n"
-    )
+    program = re.escape(os.readlink(f"/proc/{helper.pid}/exe"))
+    ignore.write_text(f"# accepted here\nwx,anon-exec,exec-from-tmp {program}\n")
     done = sqlite_cli("check", str(snap), "--fail-on", "medium", "--ignore", str(ignore))
     assert done.exit_code == 0, done.stdout
     ignore.write_text("wx [unclosed\n")
