@@ -51,7 +51,7 @@ def test_replaced_objects_round_trip_and_hostile_text() -> None:
     for hostile in ("", "{", "{}", '"x"', "3", "null"):
         assert decode(hostile) is None
     mixed = '[["/a", "fe:00", 1], ["/b", "fe:00", true], ["/c", 1, 2], ["/d"], 5]'
-    assert decode(mixed) == {("/a", "fe:00", 1)}
+    assert decode(mixed) == frozenset({("/a", "fe:00", 1)})
 
 
 def test_latest_snapshot_of_each_process_narrowed() -> None:
