@@ -7,7 +7,6 @@ then of `show --summary` and `show --format csv` of what it stored.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,14 +54,27 @@ def write_huge_smaps(path: Path, size: int) -> int:
     return count
 
 
+# Runs a command and reports its peak resident size. A child's ru_maxrss includes the
+# high-water mark of the image it was forked from (the kernel keeps it across exec), so
+# measured straight from pytest every command would weigh at least as much as pytest
+# itself by then: the command is started from this small launcher instead.
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+sys.stderr.write(f"\\nmaxrss {usage.ru_maxrss} exit {os.waitstatus_to_exitcode(status)}\\n")
+"""
+
+
 def peak_of(argv: list[str], out: int = subprocess.DEVNULL) -> tuple[int, str]:
-    """The peak resident size of a child process in bytes, and its stderr."""
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, err
-    return usage.ru_maxrss * 1024, err
+    """The peak resident size of a command in bytes, and its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *argv], stdout=out, stderr=subprocess.PIPE, check=True
+    )
+    err, _, last = done.stderr.decode().rstrip("\n").rpartition("\n")
+    _, maxrss, _, code = last.split()
+    assert code == "0", err
+    return int(maxrss) * 1024, err
 
 
 @pytest.mark.slow
