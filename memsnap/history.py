@@ -69,6 +69,7 @@ class SnapshotFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    host: str | None = None
 
 
 def _snapshot_query() -> Select[Any]:
@@ -102,6 +103,8 @@ def list_snapshots(conn: Connection, flt: SnapshotFilter) -> list[Snapshot]:
     query = _snapshot_query().order_by(snapshots.c.taken_at.desc(), snapshots.c.id.desc())
     if flt.pid is not None:
         query = query.where(processes.c.pid == flt.pid)
+    if flt.host is not None:
+        query = query.where(processes.c.host == flt.host)
     if flt.since is not None:
         query = query.where(snapshots.c.taken_at >= flt.since)
     if flt.until is not None:
@@ -357,13 +360,18 @@ def one_process(
 
 
 def snapshot_at(
-    conn: Connection, when: datetime, pid: int | None = None, name: str | None = None
+    conn: Connection,
+    when: datetime,
+    pid: int | None = None,
+    name: str | None = None,
+    host: str | None = None,
 ) -> Snapshot:
     """The latest snapshot taken at or before `when`, of the one process selected (by
-    pid, name pattern, or because only one was recorded by then)."""
-    candidates = list_snapshots(conn, SnapshotFilter(pid=pid, name=name, until=when))
+    pid, name pattern, or because only one was recorded by then), on `host` if given."""
+    candidates = list_snapshots(conn, SnapshotFilter(pid=pid, name=name, until=when, host=host))
     if not candidates:
         who = f" of {_selected(pid, name)}" if pid is not None or name is not None else ""
+        who += f" on host {visible(host)}" if host is not None else ""
         raise NotFoundError(f"nothing recorded{who} at or before {when.isoformat()}")
     if pid is not None:
         choose = "show one of their snapshots by its id (memsnap show ID)"
@@ -381,14 +389,18 @@ def history_of(
     since: datetime | None = None,
     until: datetime | None = None,
     choose: str | None = None,
+    host: str | None = None,
 ) -> list[Snapshot]:
     """The snapshots of the one process selected (by pid and/or name pattern, within
     the times given), newest first; `NotFoundError` when there are none and
     `SeveralProcesses` when they are of more than one process."""
-    snaps = list_snapshots(conn, SnapshotFilter(pid=pid, name=name, since=since, until=until))
+    snaps = list_snapshots(
+        conn, SnapshotFilter(pid=pid, name=name, since=since, until=until, host=host)
+    )
     if not snaps:
         span = " in that time" if since is not None or until is not None else ""
-        raise NotFoundError(f"no snapshots of {_selected(pid, name)}{span}")
+        where = f" on host {visible(host)}" if host is not None else ""
+        raise NotFoundError(f"no snapshots of {_selected(pid, name)}{where}{span}")
     if choose is None:
         choose = "narrow it to one with " + (
             "--since/--until" if pid is not None else "--pid, --since or --until"
@@ -403,10 +415,11 @@ def process_snapshots(
     since: datetime | None = None,
     until: datetime | None = None,
     name: str | None = None,
+    host: str | None = None,
 ) -> list[Snapshot]:
     """A replay's steps: every snapshot of the one process selected, oldest first,
     with kind totals."""
-    snaps = history_of(conn, pid, name, since, until)
+    snaps = history_of(conn, pid, name, since, until, host=host)
     return [replace(s, kinds=kind_totals(conn, s.id)) for s in reversed(snaps)]
 
 

@@ -250,7 +250,7 @@ def test_bad_import_options_are_usage_errors(
     assert nothing_stored(sqlite_cli)
 
 
-@pytest.mark.parametrize("extra", [["--taken-at", "now"], ["--host-id", "web-1"]])
+@pytest.mark.parametrize("extra", [["--taken-at", "now"]])
 def test_import_options_need_from_file(sqlite_cli: Cli, extra: list[str]) -> None:
     err = one_line_error(sqlite_cli("record", "1", *extra), 2)
     assert "--from-file" in err

@@ -244,8 +244,10 @@ def _translate(pid: int) -> Iterator[None]:
 class Proc:
     """Reads one proc root; every method takes the pid it is about."""
 
-    def __init__(self, root: str = DEFAULT_PROC) -> None:
+    def __init__(self, root: str = DEFAULT_PROC, host: str | None = None) -> None:
         self.root = root
+        # The name snapshots are stored under: `record --host-id`, else the host name.
+        self._host = host
 
     def file(self, pid: int, name: str) -> str:
         """A file of a process, as a plain string: `record --all` builds a dozen of these
@@ -262,7 +264,7 @@ class Proc:
 
     @cached_property
     def host(self) -> str:
-        return socket.gethostname()
+        return self._host if self._host is not None else socket.gethostname()
 
     def stat(self, pid: int) -> Stat:
         with _translate(pid):

@@ -13,7 +13,7 @@ from memsnap.cli.common import (
     echo,
     emit,
 )
-from memsnap.cli.picking import limit_option, name_option, pid_option
+from memsnap.cli.picking import host_option, limit_option, name_option, pid_option
 from memsnap.match import compile_name
 from memsnap.timeparse import parse_time
 
@@ -29,6 +29,7 @@ def list_snapshots(
         None, "--until", metavar="TIME", help="Taken at or before TIME."
     ),
     limit: int | None = limit_option(),
+    host: str | None = host_option(),
     fmt: OutputFormat = FORMAT_OPTION,
     style: str = STYLE_OPTION,
     output: str | None = OUTPUT_OPTION,
@@ -44,6 +45,7 @@ def list_snapshots(
         since=parse_time(since) if since else None,
         until=parse_time(until) if until else None,
         limit=limit,
+        host=host,
     )
     with database(ctx) as db, db.reading() as conn:
         snaps = query(conn, flt)

@@ -37,3 +37,9 @@ def id_argument(metavar: str, help: str) -> Any:
 
 def limit_option() -> Any:
     return typer.Option(None, "--limit", metavar="N", min=1, max=ID_MAX, help="At most this many.")
+
+
+def host_option(
+    help: str = "Only this host's snapshots (the name `record --host-id` gave).",
+) -> Any:
+    return typer.Option(None, "--host", metavar="HOST", help=help)

@@ -15,6 +15,7 @@ import typer
 from memsnap.capture.watch import MAX_INTERVAL_S
 from memsnap.capture.watch import every as every_
 from memsnap.cli.common import database, echo
+from memsnap.cli.picking import PID_MAX
 from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
 from memsnap.names import visible
 from memsnap.units import human, plural
@@ -241,7 +242,8 @@ def record(
         None,
         "--host-id",
         metavar="TEXT",
-        help="With --from-file: the host it is stored under (default: '(imported)').",
+        help="The host name snapshots are stored under (default: this machine's host name; "
+        "'(imported)' with --from-file).",
     ),
     every: float | None = typer.Option(
         None, "--every", metavar="SECONDS", help="Watch: a snapshot every SECONDS."
@@ -272,8 +274,7 @@ def record(
         raise UsageError("--pid goes with --from-file; to record live processes give PIDs")
     if taken_at is not None:
         raise UsageError("--taken-at goes with --from-file: a live snapshot is taken now")
-    if host_id is not None:
-        raise UsageError("--host-id goes with --from-file")
+    check_host_id(host_id)
     if all_ and pids:
         raise UsageError("give PIDs or --all, not both")
     if not all_ and not pids and name is None:
@@ -287,7 +288,7 @@ def record(
     with database(ctx, create=True) as db:
         sweep = Sweep(
             db,
-            Proc(),
+            Proc(host=host_id),
             smaps=not no_smaps,
             label=label,
             name=pattern,
@@ -298,14 +299,16 @@ def record(
         raise typer.Exit(code)
 
 
-# Linux's PID_MAX_LIMIT: no pid is ever larger (and none is 0 or negative).
-PID_MAX = 4194304
 HOST_ID_MAX = 255  # the width of the processes.host column
 
 
 def check_import_options(pid: int, host_id: str | None) -> None:
     if not 1 <= pid <= PID_MAX:
         raise UsageError(f"--pid takes a process id from 1 to {PID_MAX}, not {pid}")
+    check_host_id(host_id)
+
+
+def check_host_id(host_id: str | None) -> None:
     if host_id is not None and not (0 < len(host_id) <= HOST_ID_MAX and host_id.strip()):
         raise UsageError(f"--host-id takes a name of 1 to {HOST_ID_MAX} characters")
 

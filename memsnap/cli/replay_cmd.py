@@ -16,7 +16,7 @@ from memsnap.cli.common import (
     to_stdout,
     use_color,
 )
-from memsnap.cli.picking import name_option, pid_option
+from memsnap.cli.picking import host_option, name_option, pid_option
 from memsnap.errors import UsageError
 from memsnap.match import compile_name
 from memsnap.timeparse import parse_time
@@ -33,6 +33,7 @@ def replay(
         None, "--since", metavar="TIME", help="Start at TIME (ISO 8601, epoch, '2h ago')."
     ),
     until: str | None = typer.Option(None, "--until", metavar="TIME", help="Stop at TIME."),
+    host: str | None = host_option("The process's host (the name `record --host-id` gave)."),
     fmt: DocumentFormat = DOCUMENT_FORMAT_OPTION,
     style: str = STYLE_OPTION,
     output: str | None = OUTPUT_OPTION,
@@ -48,7 +49,7 @@ def replay(
     start = parse_time(since) if since else None
     end = parse_time(until) if until else None
     with database(ctx) as db, db.reading() as conn:
-        snaps = history.process_snapshots(conn, pid, start, end, name=pattern)
+        snaps = history.process_snapshots(conn, pid, start, end, name=pattern, host=host)
         steps = [(snaps[0], None)] + [
             (b, history.diff_between(conn, a, b)) for a, b in itertools.pairwise(snaps)
         ]

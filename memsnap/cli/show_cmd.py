@@ -22,7 +22,7 @@ from memsnap.cli.common import (
     to_stdout,
     use_color,
 )
-from memsnap.cli.picking import id_argument, name_option, pid_option
+from memsnap.cli.picking import host_option, id_argument, name_option, pid_option
 from memsnap.errors import UsageError
 from memsnap.match import compile_name
 
@@ -38,6 +38,7 @@ def show(
     ),
     pid: int | None = pid_option("With --at: the process."),
     name: str | None = name_option("With --at: the process, by a Python regex (as pgrep -f)."),
+    host: str | None = host_option("With --at: only this host's snapshots."),
     fmt: ShowFormat = SHOW_FORMAT_OPTION,
     style: str = STYLE_OPTION,
     gaps: bool = typer.Option(False, "--gaps", help="Show unmapped holes as 'gap' rows."),
@@ -64,8 +65,8 @@ def show(
         raise UsageError("--map draws the layout itself: it takes no --format or --summary")
     if (snapshot_id is None) == (at is None):
         raise UsageError("give a snapshot ID or --at TIME (one of them)")
-    if at is None and (pid is not None or name is not None):
-        raise UsageError("--pid and --name select a process for --at")
+    if at is None and (pid is not None or name is not None or host is not None):
+        raise UsageError("--pid, --name and --host select a process for --at")
     when = parse_time(at) if at is not None else None
     if live:
         if at is not None or snapshot_id is None:
@@ -77,7 +78,7 @@ def show(
         pattern = None if name is None else compile_name(name).pattern
         with database(ctx) as db, db.reading() as conn:
             if when is not None:
-                snap = history.snapshot_at(conn, when, pid=pid, name=pattern)
+                snap = history.snapshot_at(conn, when, pid=pid, name=pattern, host=host)
             else:
                 assert snapshot_id is not None
                 snap = history.get_snapshot(conn, snapshot_id)
