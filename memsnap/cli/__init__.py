@@ -176,6 +176,7 @@ def _register() -> None:
         diff_cmd,
         list_cmd,
         prune_cmd,
+        push_cmd,
         record_cmd,
         replay_cmd,
         show_cmd,
@@ -188,6 +189,7 @@ def _register() -> None:
     app.command("replay")(replay_cmd.replay)
     app.command("prune")(prune_cmd.prune)
     app.command("check")(check_cmd.check)
+    app.command("push")(push_cmd.push)
 
 
 _register()

@@ -399,14 +399,27 @@ def _insert_regions(
         )
 
 
+class SeqTaken(ValueError):
+    """A snapshot given a seq its process already has (or has passed)."""
+
+
 def save_snapshot(
-    conn: Connection, info: SnapshotInfo, columns: Columns, kinds: Sequence[str]
+    conn: Connection,
+    info: SnapshotInfo,
+    columns: Columns,
+    kinds: Sequence[str],
+    seq: int | None = None,
 ) -> tuple[int, Totals]:
     """Store one snapshot inside the caller's transaction; returns its id and totals.
-    `columns` are its mappings field by field (`model.columns_of`), `kinds` their kinds."""
+    `columns` are its mappings field by field (`model.columns_of`), `kinds` their kinds.
+    `seq`, when given, is the snapshot's seq (a push keeps the source's, which a prune
+    may have left with gaps); it must be above the process's latest."""
     process_row, created = process_id(conn, info.identity, info.command, info.cmdline, info.exe)
     latest = None if created else latest_snapshot(conn, process_row)
-    seq = 1 if latest is None else latest.seq + 1
+    if seq is None:
+        seq = 1 if latest is None else latest.seq + 1
+    elif latest is not None and seq <= latest.seq:
+        raise SeqTaken(f"seq {seq} is not above the process's latest ({latest.seq})")
     path_ids = intern_paths(conn, (p for p in columns[_PATH] if p is not None))
     keys = _stored_keys(columns, kinds, path_ids)
     # Everything is new in a process's first snapshot: the keys go to the driver as is.

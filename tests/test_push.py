@@ -1,0 +1,213 @@
+"""`memsnap push`: every local snapshot copied once, in seq order, a transaction each;
+idempotent, resumable after SIGKILL, never changing the local database; the central
+`show`, `diff` and `replay` the same documents as the local ones but for ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli, Target, capture_path
+
+pytestmark = pytest.mark.live
+
+
+@pytest.fixture
+def local_url(tmp_path: Path) -> str:
+    """The local database: a SQLite file beside (never the same as) the target."""
+    return str(tmp_path / "local.db")
+
+
+def without_ids(doc: Any) -> Any:
+    """The document with every snapshot `id` left out (ids are each database's own)."""
+    if isinstance(doc, dict):
+        return {k: without_ids(v) for k, v in doc.items() if k != "id"}
+    if isinstance(doc, list):
+        return [without_ids(v) for v in doc]
+    return doc
+
+
+def snapshots(cli: Cli) -> list[dict[str, Any]]:
+    result = cli("list", "--format", "json")
+    if result.exit_code == 1 and "nothing recorded" in result.stderr:
+        return []
+    assert result.exit_code == 0, result
+    found: list[dict[str, Any]] = json.loads(result.stdout)["snapshots"]
+    return found
+
+
+def key(snap: dict[str, Any]) -> tuple[Any, ...]:
+    """A snapshot's identity across databases."""
+    return (
+        snap["host"],
+        snap.get("boot_id"),
+        snap["pid"],
+        snap.get("start_ticks"),
+        snap["seq"],
+        snap["taken_at"],
+    )
+
+
+def by_key(cli: Cli) -> dict[tuple[Any, ...], int]:
+    return {key(s): s["id"] for s in snapshots(cli)}
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def recorded_history(local: Cli, target: Target) -> None:
+    """A live process changing its layout between snapshots, recorded under two host
+    ids, an unchanged re-record, and an import."""
+    pid = str(target.pid)
+    assert local("record", pid).exit_code == 0
+    for change in ("heap 1048576", "dlopen libz.so.1", "anon 4194304", "unmap-anon"):
+        target.send(change)
+        assert local("record", pid).exit_code == 0
+    assert local("record", pid).exit_code == 0  # unchanged
+    assert local("record", pid, "--host-id", "other-host").exit_code == 0
+    maps = str(capture_path("aosp-libmeminfo-smaps_short-android-x86_64.txt"))
+    assert local("record", "--from-file", maps, "--pid", "42").exit_code == 0
+
+
+def push(local: Cli, url: str, *extra: str) -> dict[str, Any]:
+    result = local("push", url, "--format", "json", *extra)
+    assert result.exit_code == 0, result
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def test_push_copies_everything_once_and_reads_back_the_same(
+    local_url: str, db_url: str, target: Target
+) -> None:
+    local, central = Cli(local_url), Cli(db_url)
+    recorded_history(local, target)
+    before = file_digest(Path(local_url))
+    mine = by_key(local)
+    assert len(mine) == 8
+    first = push(local, db_url)
+    assert (first["copied"], first["already_there"]) == (8, 0)
+    assert first["format"] == 1 and "target" in first
+    theirs = by_key(central)
+    assert set(theirs) == set(mine)
+    for k, local_id in mine.items():
+        a = json.loads(local("show", str(local_id), "--format", "json").stdout)
+        b = json.loads(central("show", str(theirs[k]), "--format", "json").stdout)
+        assert without_ids(a) == without_ids(b)
+    pid = str(target.pid)
+    host = socket.gethostname()
+    replays = [
+        json.loads(c("replay", "--pid", pid, "--host", host, "--format", "json").stdout)
+        for c in (local, central)
+    ]
+    assert without_ids(replays[0]) == without_ids(replays[1])
+    assert len(replays[0]["steps"]) == 6
+    # The same process on two hosts: a diff pairs by identity, and agrees too.
+    ids = sorted(mine.items(), key=lambda kv: kv[1])
+    last_live = [i for k, i in ids if k[0] == host][-1]
+    other = next(i for k, i in ids if k[0] == "other-host")
+    local_diff = json.loads(local("diff", str(last_live), str(other), "--format", "json").stdout)
+    to_central = {mine_id: theirs[k] for k, mine_id in mine.items()}
+    central_diff = json.loads(
+        central(
+            "diff", str(to_central[last_live]), str(to_central[other]), "--format", "json"
+        ).stdout
+    )
+    assert local_diff["match"] == central_diff["match"] == "identity"
+    assert without_ids(local_diff) == without_ids(central_diff)
+    # Idempotent, and the local database was only read.
+    again = push(local, db_url)
+    assert (again["copied"], again["already_there"]) == (0, 8)
+    assert by_key(central) == theirs
+    assert file_digest(Path(local_url)) == before
+
+
+def test_push_is_incremental(local_url: str, db_url: str, target: Target) -> None:
+    local, central = Cli(local_url), Cli(db_url)
+    pid = str(target.pid)
+    for _ in range(2):
+        assert local("record", pid).exit_code == 0
+    assert push(local, db_url)["copied"] == 2
+    target.send("heap 65536")
+    assert local("record", pid).exit_code == 0
+    doc = push(local, db_url)
+    assert (doc["copied"], doc["already_there"]) == (1, 2)
+    assert set(by_key(central)) == set(by_key(local))
+    newest = [
+        json.loads(c("show", "--at", "now", "--pid", pid, "--format", "json").stdout)
+        for c in (local, central)
+    ]
+    assert without_ids(newest[0]) == without_ids(newest[1])
+
+
+def test_push_since(local_url: str, db_url: str, target: Target) -> None:
+    local, central = Cli(local_url), Cli(db_url)
+    pid = str(target.pid)
+    assert local("record", pid).exit_code == 0
+    assert local("record", pid).exit_code == 0
+    second = snapshots(local)[0]
+    doc = push(local, db_url, "--since", second["taken_at"])
+    assert doc["copied"] == 1
+    assert [s["seq"] for s in snapshots(central)] == [2]
+
+
+KILLER = """
+import os, signal, sys
+import memsnap.store.push as p
+original, calls = p.copy_snapshot, [0]
+def copy_then_die(conn, snap, regions):
+    calls[0] += 1
+    got = original(conn, snap, regions)
+    if calls[0] == int(os.environ["DIE_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # inside the snapshot's transaction
+    return got
+p.copy_snapshot = copy_then_die
+from memsnap.cli import app
+sys.argv = ["memsnap", *sys.argv[1:]]
+app()
+"""
+
+
+def test_a_push_killed_halfway_is_completed_by_the_next(
+    local_url: str, db_url: str, target: Target, tmp_path: Path
+) -> None:
+    local, central = Cli(local_url), Cli(db_url)
+    recorded_history(local, target)
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    killed = subprocess.run(
+        [sys.executable, str(script), "--db", local_url, "push", db_url],
+        env={**os.environ, "DIE_AT": "4"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed
+    halfway = by_key(central)
+    assert len(halfway) == 3  # the fourth snapshot's transaction died with the push
+    doc = push(local, db_url)
+    assert (doc["copied"], doc["already_there"]) == (5, 3)
+    mine, theirs = by_key(local), by_key(central)
+    assert set(theirs) == set(mine)
+    for k, local_id in mine.items():
+        a = json.loads(local("show", str(local_id), "--format", "json").stdout)
+        b = json.loads(central("show", str(theirs[k]), "--format", "json").stdout)
+        assert without_ids(a) == without_ids(b)
+
+
+def test_push_errors_are_one_line(local_url: str, tmp_path: Path, target: Target) -> None:
+    local = Cli(local_url)
+    assert local("record", str(target.pid)).exit_code == 0
+    same = local("push", local_url)
+    assert same.exit_code == 2 and "another database" in same.stderr
+    missing = Cli(str(tmp_path / "none.db"))("push", str(tmp_path / "t.db"))
+    assert missing.exit_code == 1 and "nothing recorded" in missing.stderr
+    assert not (tmp_path / "t.db").exists()
