@@ -134,3 +134,63 @@ def test_four_hosts_record_into_one_postgresql_at_once(
     finally:
         for t in targets:
             t.stop()
+
+
+# --- a watch with a budget: record --every --keep-* -----------------------------------------
+
+
+def test_watch_prunes_as_it_goes(cli: Cli, target: Target) -> None:
+    pid = str(target.pid)
+    result = cli("record", pid, "--every", "0.01", "--count", "6", "--keep-last", "2")
+    assert result.exit_code == 0, result
+    # The first snapshot always stays, and the two newest.
+    assert [s["seq"] for s in listed(cli)] == [6, 5, 1]
+
+
+def test_keep_options_need_every(cli: Cli, target: Target) -> None:
+    result = cli("record", str(target.pid), "--keep-last", "2")
+    assert result.exit_code == 2 and "--every" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_month_of_watching_stays_bounded(sqlite_url: str, target: Target) -> None:
+    """A watch every 10 minutes for 12 days under --keep-within 2h --keep-hourly 6
+    --keep-daily 3, the clock driven by the test and the recording real (the heap
+    grows now and then, so region rows come and go too): the snapshots kept are what
+    the policy names, and after the first days the file no longer grows."""
+    from datetime import UTC, datetime, timedelta
+
+    from memsnap.capture.procfs import Proc
+    from memsnap.capture.sweep import Sweep
+    from memsnap.cli.record_cmd import prune_round
+    from memsnap.retention import Policy
+    from memsnap.store.database import open_database
+    from memsnap.store.prune import space_used
+
+    policy = Policy(hourly=6, daily=3, within=timedelta(hours=2))
+    now = [datetime(2026, 11, 1, tzinfo=UTC)]
+    db = open_database(sqlite_url)
+    sweep = Sweep(db, Proc(), clock=lambda: now[0])
+    sizes = {}
+    rounds_a_day = 6 * 24
+    try:
+        for n in range(12 * rounds_a_day):
+            if n % 40 == 0:
+                target.send("heap 4096")
+            done = sweep.run([target.pid])
+            assert len(done.recorded) == 1
+            prune_round(sweep, policy, [r.snapshot_id for r in done.recorded])
+            if (n + 1) % rounds_a_day == 0:
+                sizes[(n + 1) // rounds_a_day] = space_used(db)
+            now[0] += timedelta(minutes=10)
+    finally:
+        db.close()
+    snaps = listed(Cli(sqlite_url))
+    # 2 h of 10-minute rounds (the latest included), 6 hours and 3 days (periods the
+    # 2 h already holds count), and the first.
+    assert len(snaps) <= 13 + 6 + 3 + 1, len(snaps)
+    assert len(snaps) >= 13 + 3
+    assert snaps[-1]["seq"] == 1
+    # The pages freed by pruning are reused: from day 4 to day 12 (1,152 more rounds,
+    # about 2 MiB unpruned) the file grows by a few pages of index at most.
+    assert sizes[12] - sizes[4] <= 16384, sizes

@@ -187,10 +187,12 @@ def record_pid(
     label: str | None = None,
     recorded: Container[tuple[int, int | None]] | None = None,
     info: ProcessInfo | None = None,
+    taken_at: datetime | None = None,
 ) -> Recorded:
     """Read and store one snapshot of a live process (`recorded`: see `record_capture`;
-    `info`: see `Proc.capture`)."""
-    taken_at = datetime.now(timezone.utc)
+    `info`: see `Proc.capture`; `taken_at`: the time to store, default now)."""
+    if taken_at is None:
+        taken_at = datetime.now(timezone.utc)
     capture = proc.capture(pid, smaps=smaps, info=info)
     return record_capture(db, proc, capture, label, taken_at, recorded)
 

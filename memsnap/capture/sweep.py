@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from memsnap.capture.procfs import Proc, ProcessInfo
 from memsnap.capture.record import Recorded, record_pid
@@ -56,6 +57,8 @@ class Sweep:
     smaps: bool = True
     label: str | None = None
     name: re.Pattern[str] | None = None
+    # The time stored with each snapshot (None: now); a test drives it to simulate weeks.
+    clock: Callable[[], datetime] | None = None
 
     def all_pids(self) -> list[int]:
         """Every process but memsnap itself (its own layout moves while it reads it)."""
@@ -97,6 +100,7 @@ class Sweep:
                     label=self.label,
                     recorded=seen,
                     info=info,
+                    taken_at=None if self.clock is None else self.clock(),
                 )
             except ProcessError as exc:
                 reason = next(

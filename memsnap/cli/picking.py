@@ -43,3 +43,31 @@ def host_option(
     help: str = "Only this host's snapshots (the name `record --host-id` gave).",
 ) -> Any:
     return typer.Option(None, "--host", metavar="HOST", help=help)
+
+
+def keep_count_option(flag: str, help: str) -> Any:
+    return typer.Option(0, flag, min=0, max=10**9, metavar="N", help=help)
+
+
+def keep_options() -> dict[str, Any]:
+    """The keep rules of `prune` and of a watch that prunes as it goes."""
+    return {
+        "last": keep_count_option("--keep-last", "Keep the N newest snapshots."),
+        "within": typer.Option(
+            None,
+            "--keep-within",
+            metavar="DURATION",
+            help="Keep every snapshot taken within DURATION (30m, 12h, 7d, 2w, 1d12h) of "
+            "the process's latest.",
+        ),
+        "hourly": keep_count_option(
+            "--keep-hourly", "Keep the newest snapshot of each of the last N hours that have one."
+        ),
+        "daily": keep_count_option("--keep-daily", "The same for days (local time)."),
+        "weekly": keep_count_option(
+            "--keep-weekly", "The same for weeks (ISO weeks, from Monday)."
+        ),
+    }
+
+
+KEEP = keep_options()

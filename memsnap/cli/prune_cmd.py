@@ -15,45 +15,16 @@ from memsnap.cli.common import (
     database,
     echo,
 )
-from memsnap.cli.picking import name_option, pid_option
+from memsnap.cli.picking import KEEP, name_option, pid_option
 
 
 def prune(
     ctx: typer.Context,
-    keep_last: int = typer.Option(
-        0, "--keep-last", min=0, max=10**9, metavar="N", help="Keep the N newest snapshots."
-    ),
-    keep_within: str | None = typer.Option(
-        None,
-        "--keep-within",
-        metavar="DURATION",
-        help="Keep every snapshot taken within DURATION (30m, 12h, 7d, 2w, 1d12h) of "
-        "the process's latest.",
-    ),
-    keep_hourly: int = typer.Option(
-        0,
-        "--keep-hourly",
-        min=0,
-        max=10**9,
-        metavar="N",
-        help="Keep the newest snapshot of each of the last N hours that have one.",
-    ),
-    keep_daily: int = typer.Option(
-        0,
-        "--keep-daily",
-        min=0,
-        max=10**9,
-        metavar="N",
-        help="The same for days (local time).",
-    ),
-    keep_weekly: int = typer.Option(
-        0,
-        "--keep-weekly",
-        min=0,
-        max=10**9,
-        metavar="N",
-        help="The same for weeks (ISO weeks, from Monday).",
-    ),
+    keep_last: int = KEEP["last"],
+    keep_within: str | None = KEEP["within"],
+    keep_hourly: int = KEEP["hourly"],
+    keep_daily: int = KEEP["daily"],
+    keep_weekly: int = KEEP["weekly"],
     pid: int | None = pid_option("Only processes with this pid."),
     name: str | None = name_option(),
     host: str | None = typer.Option(None, "--host", help="Only this host's processes."),

@@ -15,7 +15,7 @@ import typer
 from memsnap.capture.watch import MAX_INTERVAL_S
 from memsnap.capture.watch import every as every_
 from memsnap.cli.common import database, echo
-from memsnap.cli.picking import PID_MAX
+from memsnap.cli.picking import KEEP, PID_MAX
 from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
 from memsnap.names import visible
 from memsnap.units import human, plural
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from memsnap.capture.record import Recorded
     from memsnap.capture.sweep import Sweep
+    from memsnap.retention import Policy
 
 # A saved text larger than this is refused before it is read: 60,000 mappings of smaps are
 # about 45 MiB, and a kernel with vm.max_map_count=262144 (as Elasticsearch sets it) prints
@@ -129,9 +130,14 @@ def _on_sigterm(_signum: int, _frame: object) -> None:
 
 
 def record_live(
-    sweep: Sweep, pids: list[int] | None, every: float | None, count: int | None
+    sweep: Sweep,
+    pids: list[int] | None,
+    every: float | None,
+    count: int | None,
+    policy: Policy | None = None,
 ) -> int:
-    """Record the given pids (or every process when None), once or as a watch.
+    """Record the given pids (or every process when None), once or as a watch; with a
+    `policy`, each round's processes are pruned by it as soon as they are recorded.
 
     Returns the exit code: 0, or 1 when an explicitly named process could not be
     recorded at all. Ctrl-C (and SIGTERM in a watch) raises `MemsnapInterrupted` after
@@ -162,6 +168,8 @@ def record_live(
         targets = watching if watching is not None else sweep.all_pids()
         result = sweep.run(targets, printer, progress)
         status.clear()
+        if policy is not None and result.recorded:
+            prune_round(sweep, policy, [r.snapshot_id for r in result.recorded])
         if watching is None:
             echo(f"memsnap: {result.summary()}", err=True)
             return True
@@ -202,6 +210,17 @@ def record_live(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 1 if failed else 0
+
+
+def prune_round(sweep: Sweep, policy: Policy, snapshot_ids: list[int]) -> None:
+    """Every round, per process recorded: the policy is read against that process's
+    snapshot times only, so a round costs the same in its first hour and its fourth week."""
+    from datetime import datetime, timezone
+
+    from memsnap.store.prune import prune_recorded
+
+    now = sweep.clock() if sweep.clock is not None else datetime.now(timezone.utc)
+    prune_recorded(sweep.db, policy, snapshot_ids, now)
 
 
 def record(
@@ -251,11 +270,28 @@ def record(
     count: int | None = typer.Option(
         None, "--count", metavar="N", help="With --every: stop after N rounds."
     ),
+    keep_last: int = KEEP["last"],
+    keep_within: str | None = KEEP["within"],
+    keep_hourly: int = KEEP["hourly"],
+    keep_daily: int = KEEP["daily"],
+    keep_weekly: int = KEEP["weekly"],
 ) -> None:
     """Take a snapshot of each process, or import a saved maps/smaps text."""
     from memsnap.match import compile_name
 
     check_watch_options(every, count)
+    from memsnap.retention import Policy, parse_duration
+
+    rules = Policy(
+        last=keep_last,
+        hourly=keep_hourly,
+        daily=keep_daily,
+        weekly=keep_weekly,
+        within=parse_duration(keep_within) if keep_within is not None else None,
+    )
+    policy = None if rules.empty else rules
+    if policy is not None and every is None:
+        raise UsageError("the --keep options go with --every (to prune once: memsnap prune)")
     pattern = None if name is None else compile_name(name)
     if from_file is not None:
         if pids or all_ or every is not None or name is not None:
@@ -294,7 +330,7 @@ def record(
             name=pattern,
         )
         # --name alone looks through every process, as --all --name does.
-        code = record_live(sweep, list(pids) if pids else None, every, count)
+        code = record_live(sweep, list(pids) if pids else None, every, count, policy)
     if code:
         raise typer.Exit(code)
 

@@ -262,3 +262,33 @@ def reclaim(db: Database) -> None:
             cur.execute(f"VACUUM {', '.join(quote(t) for t in metadata.tables)}")
 
     _outside_transactions(db, vacuum)
+
+
+def prune_recorded(db: Database, policy: Policy, snapshot_ids: Sequence[int], now: datetime) -> int:
+    """A watch's pruning: apply `policy` to the processes of the snapshots just recorded,
+    one transaction each, and return how many snapshots went. The space is not given
+    back to the file system: the next rounds reuse the freed pages, so the file stays
+    as large as the policy's history and no larger."""
+    rows: set[int] = set()
+    with db.reading() as conn:
+        for i in range(0, len(snapshot_ids), _CHUNK):
+            chunk = list(snapshot_ids[i : i + _CHUNK])
+            rows.update(
+                conn.execute(
+                    select(snapshots.c.process_id).where(snapshots.c.id.in_(chunk))
+                ).scalars()
+            )
+    removed = 0
+    for process_row in sorted(rows):
+        gone, _ = db.write(
+            partial(
+                _prune_one,
+                process_row=process_row,
+                policy=policy,
+                tz=None,
+                now=now,
+                dry_run=False,
+            )
+        )
+        removed += len(gone)
+    return removed

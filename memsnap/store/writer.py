@@ -50,6 +50,7 @@ from memsnap.store.schema import (
 )
 
 _CHUNK = 500
+_PATHS_REMEMBERED = 100_000  # path ids a connection remembers at most
 _OPEN_ROWS_BATCH = 2000
 # The region columns in the order of `Mapping`'s fields (path as its id), then kind.
 _KEY_COLUMNS = (
@@ -150,6 +151,9 @@ def intern_paths(conn: Connection, texts: Iterable[str], remember: bool = True) 
     transaction passes `remember=False`: a later round finds the earlier rounds' rows.
     """
     stored: dict[str, int] = conn.info.setdefault("memsnap.path_ids", {}) if remember else {}
+    if len(stored) > _PATHS_REMEMBERED:
+        # A watch runs for weeks: what it remembers is bounded, never a leak.
+        stored.clear()
     by_digest = {path_digest(t): t for t in set(texts)}
     ids = {t: stored[d] for d, t in by_digest.items() if d in stored}
 
