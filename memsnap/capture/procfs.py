@@ -149,6 +149,19 @@ class Capture:
     digest: Digest
 
 
+# The quick signal's hash is stored after the full digest in one 64-character column:
+# 40 + 1 + 22 characters.
+QUICK_DIGEST_SIZE = 11
+
+
+@dataclass(frozen=True, slots=True)
+class Quick:
+    """Who a process is and the hex hash of its cheap signal (`Proc.quick`)."""
+
+    info: ProcessInfo
+    value: str
+
+
 def split_cmdline(raw: str) -> tuple[str, ...]:
     """The arguments of /proc/PID/cmdline. A process that rewrote its title in place
     (PostgreSQL's `postgres: 15/main: background writer`) leaves the rest of its
@@ -349,17 +362,7 @@ class Proc:
         with _translate(pid):
             raw = read_bytes(self.file(pid, "smaps" if smaps else "maps"))
         threads = self.thread_stack_pointers(pid) if raw else ThreadPointers((), 0)
-        after = self.stat(pid)
-        if after.start_ticks != before.start_ticks:
-            raise ProcessGone(f"pid {pid}: the process exited and its pid was reused")
-        if after.state in ("Z", "X", "x") and not raw:
-            raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
-        if after.exiting or before.exiting:
-            raise ProcessGone(f"pid {pid}: the process exited while it was read")
-        if not raw:
-            raise KernelThread(f"pid {pid}: kernel thread: no user address space")
-        if after.vsize == 0 or after.space != before.space:
-            raise ProcessChanged(f"pid {pid}: the process ran a new program while it was read")
+        self._whole(pid, before, bool(raw))
         return Capture(
             info=info,
             raw=raw,
@@ -367,6 +370,44 @@ class Proc:
             threads=threads,
             digest=Digest(raw, repr((smaps, info.exe, threads, info.page_size)).encode()),
         )
+
+    def _whole(self, pid: int, before: Stat, read: bool) -> None:
+        """Raise unless the stat read now shows the process of `before`, alive, not
+        exiting, with the same address space (see `Stat`); `read`: the map was not empty."""
+        after = self.stat(pid)
+        if after.start_ticks != before.start_ticks:
+            raise ProcessGone(f"pid {pid}: the process exited and its pid was reused")
+        if after.state in ("Z", "X", "x") and not read:
+            raise ProcessGone(f"pid {pid}: zombie process: its memory is already gone")
+        if after.exiting or before.exiting:
+            raise ProcessGone(f"pid {pid}: the process exited while it was read")
+        if not read:
+            raise KernelThread(f"pid {pid}: kernel thread: no user address space")
+        if after.vsize == 0 or after.space != before.space:
+            raise ProcessChanged(f"pid {pid}: the process ran a new program while it was read")
+
+    def quick(self, pid: int, smaps: bool = True, info: ProcessInfo | None = None) -> Quick:
+        """The cheap signal of whether a process changed since a snapshot: a hash of its
+        maps text, its smaps_rollup text (with smaps) and what classifying depends on,
+        read under the same integrity rules as `capture`. maps is a fraction of smaps'
+        size and the rollup is one block, so this costs a small part of a full read.
+
+        Equal signals mean the same layout and the same totals; sizes could still have
+        moved between regions in a way that keeps every total (see the README's
+        Performance section for how often that was seen)."""
+        if info is None or info.stat is None:
+            info = self.info(pid)
+        before = info.stat
+        assert before is not None
+        with _translate(pid):
+            maps = read_bytes(self.file(pid, "maps"))
+            rollup = read_bytes(self.file(pid, "smaps_rollup")) if smaps and maps else b""
+        threads = self.thread_stack_pointers(pid) if maps else ThreadPointers((), 0)
+        self._whole(pid, before, bool(maps))
+        digest = hashlib.blake2b(digest_size=QUICK_DIGEST_SIZE)
+        for part in (maps, b"\0", rollup, repr((smaps, info.exe, threads, info.page_size))):
+            digest.update(part if isinstance(part, bytes) else part.encode())
+        return Quick(info, digest.hexdigest())
 
     def pids(self) -> list[int]:
         """Every pid in the proc root, ascending."""

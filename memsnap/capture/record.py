@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator
+from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,9 +26,11 @@ from memsnap.parse import Parsed, Sums, parse_piece, parse_text, read_pieces
 from memsnap.store.database import Database
 from memsnap.store.writer import (
     SnapshotInfo,
+    digest_parts,
     save_snapshot,
     save_streamed_snapshot,
     save_unchanged,
+    stored_digest,
 )
 
 
@@ -100,7 +103,12 @@ def _same_inode(path: str, inode: int) -> bool:
 
 
 def _info(capture: Capture, label: str | None, taken_at: datetime) -> SnapshotInfo:
-    info = capture.info
+    return _info_of(capture.info, capture.has_smaps, label, taken_at)
+
+
+def _info_of(
+    info: ProcessInfo, has_smaps: bool, label: str | None, taken_at: datetime
+) -> SnapshotInfo:
     return SnapshotInfo(
         identity=info.identity,
         command=info.command,
@@ -111,7 +119,7 @@ def _info(capture: Capture, label: str | None, taken_at: datetime) -> SnapshotIn
         source="live",
         page_size=info.page_size,
         kernel=info.kernel,
-        has_smaps=capture.has_smaps,
+        has_smaps=has_smaps,
     )
 
 
@@ -151,31 +159,51 @@ def settle_deleted(proc: Proc, pid: int, parsed: Parsed) -> None:
             flags[i] = False
 
 
+# (pid, start time) of the processes recorded before; as a mapping, with the digest of
+# each one's latest snapshot (`recorded_processes`).
+Recorded_ = Container[tuple[int, int | None]] | Mapping_[tuple[int, int | None], str | None]
+
+
 def record_capture(
     db: Database,
     proc: Proc,
     capture: Capture,
     label: str | None,
     taken_at: datetime,
-    recorded: Container[tuple[int, int | None]] | None = None,
+    recorded: Recorded_ | None = None,
+    quick: str | None = None,
 ) -> Recorded:
     """Store a capture: a copy of the latest snapshot when nothing changed since, else
     parsed, classified and compared region by region. `recorded`, when given, holds
-    (pid, start time) of the processes recorded before: others are not looked for."""
+    (pid, start time) of the processes recorded before: others are not looked for.
+    `quick`: the capture's quick signal (`Proc.quick`), stored with its digest."""
     info = capture.info
     # Taken before the unchanged-copy shortcut: once a library is replaced, the maps text
     # stops changing and later snapshots are copies, each of which must carry the fact.
     replaced = replaced_in(capture.raw, proc.file(info.identity.pid, "root"))
     snapshot = replace(_info(capture, label, taken_at), replaced=replaced)
     identity = info.identity
-    if recorded is None or (identity.pid, identity.start_ticks) in recorded:
-        same = db.write(lambda conn: save_unchanged(conn, snapshot, capture.digest.value))
-        if same is not None:
-            return Recorded(same[0], identity.pid, info.command, same[1])
+    key = (identity.pid, identity.start_ticks)
+    if recorded is None or key in recorded:
+        known = recorded.get(key) if isinstance(recorded, Mapping_) else None
+        full = digest_parts(known)[0]
+        # With the latest digest known, a differing one needs no transaction to say so.
+        if full is None or full == capture.digest.value():
+            same = db.write(
+                lambda conn: save_unchanged(conn, snapshot, capture.digest.value, quick)
+            )
+            if same is not None:
+                return Recorded(same[0], identity.pid, info.command, same[1])
     parsed, kinds = classify_capture(proc, capture)
-    stored = replace(snapshot, digest=capture.digest.value())
+    stored = replace(snapshot, digest=stored_digest(capture.digest.value(), quick))
     snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, stored, parsed.columns, kinds))
     return Recorded(snapshot_id, info.identity.pid, info.command, totals)
+
+
+def quick_enabled() -> bool:
+    """Whether an unchanged process may be told from its quick signal (`Proc.quick`)
+    before its smaps is read: MEMSNAP_QUICK=0 turns it off (every record reads smaps)."""
+    return os.environ.get("MEMSNAP_QUICK", "1") != "0"
 
 
 def record_pid(
@@ -185,16 +213,39 @@ def record_pid(
     *,
     smaps: bool = True,
     label: str | None = None,
-    recorded: Container[tuple[int, int | None]] | None = None,
+    recorded: Recorded_ | None = None,
     info: ProcessInfo | None = None,
     taken_at: datetime | None = None,
 ) -> Recorded:
     """Read and store one snapshot of a live process (`recorded`: see `record_capture`;
-    `info`: see `Proc.capture`; `taken_at`: the time to store, default now)."""
+    `info`: see `Proc.capture`; `taken_at`: the time to store, default now).
+
+    A process recorded before is first read cheaply (`Proc.quick`): when that signal is
+    the one stored with its latest snapshot, the snapshot is a copy of the latest and
+    smaps is never read."""
     if taken_at is None:
         taken_at = datetime.now(timezone.utc)
+    quick: str | None = None
+    if quick_enabled() and proc.boot_id is not None:
+        if info is None or info.stat is None:
+            info = proc.info(pid)
+        identity = info.identity
+        key = (identity.pid, identity.start_ticks)
+        if recorded is None or key in recorded:
+            signal = proc.quick(pid, smaps=smaps, info=info)
+            quick = signal.value
+            known = recorded.get(key) if isinstance(recorded, Mapping_) else None
+            if known is None or digest_parts(known)[1] == quick:
+                snapshot = replace(_info_of(signal.info, smaps, label, taken_at), digest=None)
+                same = db.write(lambda conn: save_unchanged(conn, snapshot, None, quick))
+                if same is not None:
+                    return Recorded(same[0], identity.pid, info.command, same[1])
     capture = proc.capture(pid, smaps=smaps, info=info)
-    return record_capture(db, proc, capture, label, taken_at, recorded)
+    if quick is not None and proc.quick(pid, smaps=smaps, info=info).value != quick:
+        # The process moved between the two reads: the signal read before smaps may not
+        # describe what smaps showed, so none is stored (the next record reads smaps).
+        quick = None
+    return record_capture(db, proc, capture, label, taken_at, recorded, quick)
 
 
 IMPORTED_HOST = "(imported)"

@@ -5,7 +5,8 @@ open (`last_seq IS NULL`): an identical row stays open and costs nothing; a row 
 vanished or changed gets `last_seq = k`; a new or changed region is inserted with
 `first_seq = k+1`. Storage so grows with change, not with the number of snapshots. When
 the text a snapshot was read from is byte-for-byte that of the latest snapshot (same
-digest), not even the comparison is needed.
+digest), not even the comparison is needed; nor when the quick signal stored after the
+digest (maps, smaps_rollup: see `Proc.quick`) is the latest snapshot's.
 
 The region rows are the hot path (a process may have 65,530 mappings): they are compared
 and written as plain tuples in the database's own representation, straight through the
@@ -27,7 +28,7 @@ from functools import cache
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from memsnap.model import (
     SIZE_ATTRS,
@@ -228,15 +229,41 @@ def find_process(conn: Connection, identity: ProcessIdentity) -> int | None:
     return None if row is None else int(row)
 
 
-def recorded_processes(conn: Connection, host: str, boot_id: str | None) -> set[tuple[int, int]]:
-    """(pid, start time) of every process of this host and boot recorded so far: one
-    query up front saves `record --all` a transaction per process it has never seen."""
-    rows = conn.execute(
-        select(processes.c.pid, processes.c.start_ticks).where(
-            processes.c.host == escape_undecodable(host), processes.c.boot_id == boot_id
-        )
+def recorded_processes(
+    conn: Connection, host: str, boot_id: str | None
+) -> dict[tuple[int, int | None], str | None]:
+    """(pid, start time) of every process of this host and boot recorded so far, with
+    its latest snapshot's digest: one query up front saves `record --all` a transaction
+    per process it has never seen, and one per process whose signals changed."""
+    latest = (
+        select(snapshots.c.process_id, func.max(snapshots.c.seq).label("seq"))
+        .group_by(snapshots.c.process_id)
+        .subquery()
     )
-    return {(pid, ticks) for pid, ticks in rows if ticks is not None}
+    rows = conn.execute(
+        select(processes.c.pid, processes.c.start_ticks, snapshots.c.digest)
+        .join(latest, latest.c.process_id == processes.c.id)
+        .join(
+            snapshots,
+            (snapshots.c.process_id == latest.c.process_id) & (snapshots.c.seq == latest.c.seq),
+        )
+        .where(processes.c.host == escape_undecodable(host), processes.c.boot_id == boot_id)
+    )
+    return {(pid, ticks): digest for pid, ticks, digest in rows if ticks is not None}
+
+
+def digest_parts(stored: str | None) -> tuple[str | None, str | None]:
+    """A stored digest's two parts: the full text's hash and, after a '/', the quick
+    signal's (`Proc.quick`); either may be missing (snapshots stored before it)."""
+    if stored is None:
+        return None, None
+    full, _, quick = stored.partition("/")
+    return full, quick or None
+
+
+def stored_digest(full: str, quick: str | None) -> str:
+    """The column value for a snapshot's full digest and quick signal."""
+    return full if quick is None else f"{full}/{quick}"
 
 
 def latest_snapshot(conn: Connection, process_row: int) -> Any:
@@ -288,11 +315,15 @@ def _kind_rows(conn: Connection, snapshot_id: int, kinds: dict[str, Totals]) -> 
 
 
 def save_unchanged(
-    conn: Connection, info: SnapshotInfo, digest: Callable[[], str]
+    conn: Connection,
+    info: SnapshotInfo,
+    digest: Callable[[], str] | None,
+    quick: str | None = None,
 ) -> tuple[int, Totals] | None:
-    """A new snapshot identical to the process's latest one, if its digest says so:
-    no region row is read or written. None when there is no such latest snapshot.
-    `digest` is asked for only when there is a latest snapshot to compare with."""
+    """A new snapshot identical to the process's latest one, if its quick signal or its
+    digest says so: no region row is read or written. None when there is no such latest
+    snapshot. `digest` (None: the quick signal alone decides) is asked for only when
+    there is a latest snapshot to compare with."""
     if info.identity.boot_id is None:
         return None
     # Only looked up, never created here: if the text turns out not to parse, a record
@@ -301,11 +332,19 @@ def save_unchanged(
     if process_row is None:
         return None
     latest = latest_snapshot(conn, process_row)
-    if latest is None or latest.digest is None or latest.digest != digest():
+    if latest is None or latest.digest is None:
+        return None
+    full, latest_quick = digest_parts(latest.digest)
+    if quick is not None and quick == latest_quick:
+        kept = latest.digest
+    elif digest is not None and full == digest():
+        assert full is not None
+        kept = stored_digest(full, quick)
+    else:
         return None
     totals = Totals(latest.regions, latest.size, latest.rss, latest.pss, latest.swap, latest.uss)
     snapshot_id = _snapshot_row(
-        conn, process_row, latest.seq + 1, replace(info, digest=latest.digest), totals
+        conn, process_row, latest.seq + 1, replace(info, digest=kept), totals
     )
     kinds = conn.execute(_KINDS_OF, {"snapshot": latest.id}).all()
     _kind_rows(

@@ -24,6 +24,7 @@ static char small_data[4096] = {1};     /* data of the program */
 static void *lib;
 static void *anon_area;
 static size_t anon_size;
+static char *pair;
 
 static void *thread_main(void *arg) {
     (void)arg;
@@ -140,6 +141,25 @@ int main(int argc, char **argv) {
             size_t room = (size_t)(end - argv[0]);
             memset(argv[0], 0, room);
             memcpy(argv[0], arg, strlen(arg) < room ? strlen(arg) : room);
+            printf("ok\n");
+        } else if (!strcmp(cmd, "pair")) {
+            /* Two one-page anonymous regions split by a PROT_NONE page, the first
+             * touched: "move" then moves the resident page to the second region (every
+             * total stays), "grow" touches the second too (the layout stays). */
+            pair = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (pair == MAP_FAILED || mprotect(pair + 4096, 4096, PROT_NONE) != 0) {
+                printf("err pair\n");
+                continue;
+            }
+            pair[0] = 1;
+            printf("ok %p\n", (void *)pair);
+        } else if (!strcmp(cmd, "move")) {
+            if (madvise(pair, 4096, MADV_DONTNEED) != 0) { printf("err madvise\n"); continue; }
+            pair[2 * 4096] = 1;
+            printf("ok\n");
+        } else if (!strcmp(cmd, "grow")) {
+            pair[2 * 4096] = 1;
             printf("ok\n");
         } else if (!strcmp(cmd, "map")) {
             /* Map an existing file (read-only, shared) and leave it in place. */
