@@ -8,6 +8,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,16 +81,25 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
     looked_for: list[int] = []
     real = memsnap.capture.record.save_unchanged
 
-    def spy(conn: object, info: memsnap.capture.record.SnapshotInfo, digest: object) -> object:
+    def spy(conn: object, info: memsnap.capture.record.SnapshotInfo, *rest: object) -> object:
         looked_for.append(info.identity.pid)
-        return real(conn, info, digest)  # type: ignore[arg-type]
+        return real(conn, info, *rest)  # type: ignore[arg-type]
 
+    real_quick = memsnap.capture.record.Proc.quick
+
+    def quick_spy(proc: memsnap.capture.record.Proc, pid: int, *rest: Any, **kw: Any) -> Any:
+        looked_for.append(pid)
+        return real_quick(proc, pid, *rest, **kw)
+
+    # Looking for a copy starts with the quick signal (Proc.quick), then a transaction
+    # (save_unchanged) only where the stored signal or digest may match.
     monkeypatch.setattr(memsnap.capture.record, "save_unchanged", spy)
+    monkeypatch.setattr(memsnap.capture.record.Proc, "quick", quick_spy)
     selected = ["--name", f"^{NAME}$"]
     assert sqlite_cli("record", "--all", *selected).exit_code == 0
     assert looked_for == []
     assert sqlite_cli("record", "--all", *selected).exit_code == 0
-    assert sorted(looked_for) == sorted(children)
+    assert sorted(set(looked_for)) == sorted(children)
     assert sorted(recorded_pids(sqlite_cli)) == sorted(children * 2)
 
 

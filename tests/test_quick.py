@@ -23,11 +23,30 @@ from memsnap.capture.record import record_pid
 from memsnap.store.database import open_database
 
 PID = 4242
-KEYS = (
-    "Size KernelPageSize MMUPageSize Rss Pss Pss_Dirty Shared_Clean Shared_Dirty "
-    "Private_Clean Private_Dirty Referenced Anonymous KSM LazyFree AnonHugePages "
-    "ShmemPmdMapped FilePmdMapped Shared_Hugetlb Private_Hugetlb Swap SwapPss Locked"
-).split()
+KEYS = [
+    "Size",
+    "KernelPageSize",
+    "MMUPageSize",
+    "Rss",
+    "Pss",
+    "Pss_Dirty",
+    "Shared_Clean",
+    "Shared_Dirty",
+    "Private_Clean",
+    "Private_Dirty",
+    "Referenced",
+    "Anonymous",
+    "KSM",
+    "LazyFree",
+    "AnonHugePages",
+    "ShmemPmdMapped",
+    "FilePmdMapped",
+    "Shared_Hugetlb",
+    "Private_Hugetlb",
+    "Swap",
+    "SwapPss",
+    "Locked",
+]
 HEADERS = (
     "7f0000000000-7f0000001000 rw-p 00000000 00:00 0 ",
     "7f0000001000-7f0000002000 ---p 00000000 00:00 0 ",
@@ -152,12 +171,11 @@ def test_live_sizes_that_grow_in_place_are_recorded(target: Target, cli: Cli) ->
         assert cli("record", str(target.pid)).exit_code == 0
     target.send("grow")
     assert cli("record", str(target.pid)).exit_code == 0
+
     def rss(snapshot: int) -> list[int]:
         regions = snapshot_json(cli, snapshot)["regions"]
         return [
-            r["rss"]
-            for r in regions
-            if int(str(r["start"]), 16) <= second < int(str(r["end"]), 16)
+            r["rss"] for r in regions if int(str(r["start"]), 16) <= second < int(str(r["end"]), 16)
         ]
 
     # The page is in a region that may have merged with a neighbour: it grew by a page.
