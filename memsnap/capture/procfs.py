@@ -156,9 +156,11 @@ QUICK_DIGEST_SIZE = 11
 
 @dataclass(frozen=True, slots=True)
 class Quick:
-    """Who a process is and the hex hash of its cheap signal (`Proc.quick`)."""
+    """Who a process is, its maps text and the hex hash of its cheap signal
+    (`Proc.quick`)."""
 
     info: ProcessInfo
+    maps: bytes
     value: str
 
 
@@ -407,7 +409,7 @@ class Proc:
         digest = hashlib.blake2b(digest_size=QUICK_DIGEST_SIZE)
         for part in (maps, b"\0", rollup, repr((smaps, info.exe, threads, info.page_size))):
             digest.update(part if isinstance(part, bytes) else part.encode())
-        return Quick(info, digest.hexdigest())
+        return Quick(info, maps, digest.hexdigest())
 
     def pids(self) -> list[int]:
         """Every pid in the proc root, ascending."""

@@ -236,7 +236,10 @@ def record_pid(
             quick = signal.value
             known = recorded.get(key) if isinstance(recorded, Mapping_) else None
             if known is None or digest_parts(known)[1] == quick:
-                snapshot = replace(_info_of(signal.info, smaps, label, taken_at), digest=None)
+                # A copy carries the replaced objects as a full read would (see
+                # `record_capture`): maps holds the same header lines as smaps.
+                replaced = replaced_in(signal.maps, proc.file(pid, "root"))
+                snapshot = replace(_info_of(signal.info, smaps, label, taken_at), replaced=replaced)
                 same = db.write(lambda conn: save_unchanged(conn, snapshot, None, quick))
                 if same is not None:
                     return Recorded(same[0], identity.pid, info.command, same[1])
