@@ -125,8 +125,31 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM during a watch: unwinds like Ctrl-C (a half-written snapshot rolls back)."""
 
 
+# The interrupt a signal raised, kept: Python drops an exception raised while it runs a
+# weakref or gc callback ("Exception ignored in ..."), and a Ctrl-C that landed in one
+# (SQLAlchemy has some) would be lost; it is raised again at the next process or round.
+_PENDING: list[type[KeyboardInterrupt]] = []
+
+
 def _on_sigterm(_signum: int, _frame: object) -> None:
+    _PENDING.append(_Terminated)
     raise _Terminated
+
+
+def _on_sigint(_signum: int, _frame: object) -> None:
+    _PENDING.append(KeyboardInterrupt)
+    raise KeyboardInterrupt
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    """An interrupt dropped in a callback is raised again (`_PENDING`): no traceback."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def _raise_pending() -> None:
+    if _PENDING:
+        raise _PENDING[0]
 
 
 def record_live(
@@ -160,11 +183,13 @@ def record_live(
     failed = False
 
     def progress(done: int, total: int) -> None:
+        _raise_pending()
         if total > 1:
             status.show(f"recording {done}/{total} processes")
 
     def one_round(number: int) -> bool:
         nonlocal failed
+        _raise_pending()
         targets = watching if watching is not None else sweep.all_pids()
         result = sweep.run(targets, printer, progress)
         status.clear()
@@ -186,6 +211,11 @@ def record_live(
         return bool(watching)
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if every is not None else None
+    previous_int = signal.signal(signal.SIGINT, _on_sigint) if every is not None else None
+    _PENDING.clear()
+    previous_hook = sys.unraisablehook
+    if every is not None:
+        sys.unraisablehook = _quiet_unraisable
     try:
         if every is None:
             one_round(1)
@@ -209,6 +239,9 @@ def record_live(
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
+        sys.unraisablehook = previous_hook
     return 1 if failed else 0
 
 
