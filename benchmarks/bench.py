@@ -134,7 +134,7 @@ def main() -> None:
                 return [memsnap, "--db", str(copy), "record", pid]
 
             print(f"helper pid {pid}: {helper.regions()} mappings; {args.rounds} rounds\n")
-            results.append(compare("record (new process)", fresh_db, pmap, args.rounds, 1.0))
+            results.append(compare("record (new process)", fresh_db, pmap, args.rounds, 0.8))
             run([memsnap, "--db", db, "record", pid])  # snapshot 2
             results.append(
                 compare(
@@ -142,7 +142,7 @@ def main() -> None:
                     lambda: [memsnap, "--db", db, "record", pid],
                     pmap,
                     args.rounds,
-                    0.8,
+                    0.4,
                 )
             )
             helper.send("rwx")  # a small change, then a snapshot to diff against
