@@ -2,7 +2,7 @@
 
 Every value here is immutable: the parser produces `Mapping`s, the classifier names a
 kind for each, the store hands back `Region`s and `Snapshot`s. No module outside
-`memsnap.store` and `memsnap.history` ever sees an ORM object or a database row.
+`memsnap.store` ever sees a database row.
 """
 
 from __future__ import annotations
@@ -243,3 +243,34 @@ class Snapshot:
     @property
     def host(self) -> str:
         return self.identity.host
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """Everything about a snapshot but its regions: what capture hands the store."""
+
+    identity: ProcessIdentity
+    command: str
+    cmdline: Sequence[str]
+    exe: str | None
+    taken_at: datetime
+    label: str | None
+    source: str
+    page_size: int
+    kernel: str | None
+    has_smaps: bool
+    digest: str | None = None
+    # JSON list of the replaced executable objects (see store.schema), None when not known.
+    replaced: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFilter:
+    """Which snapshots a list asks for; `name` is a pattern as `memsnap.match` reads it."""
+
+    pid: int | None = None
+    name: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+    host: str | None = None

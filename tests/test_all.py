@@ -77,11 +77,13 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
     """`record --all` asks once who was recorded before; a process never seen costs no
     transaction looking for an unchanged copy, one seen before still gets the shortcut."""
     import memsnap.capture.record
+    import memsnap.model
+    import memsnap.store.writer
 
     looked_for: list[int] = []
-    real = memsnap.capture.record.save_unchanged
+    real = memsnap.store.writer.save_unchanged
 
-    def spy(conn: object, info: memsnap.capture.record.SnapshotInfo, *rest: object) -> object:
+    def spy(conn: object, info: memsnap.model.SnapshotInfo, *rest: object) -> object:
         looked_for.append(info.identity.pid)
         return real(conn, info, *rest)  # type: ignore[arg-type]
 
@@ -93,7 +95,7 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
 
     # Looking for a copy starts with the quick signal (Proc.quick), then a transaction
     # (save_unchanged) only where the stored signal or digest may match.
-    monkeypatch.setattr(memsnap.capture.record, "save_unchanged", spy)
+    monkeypatch.setattr(memsnap.store.writer, "save_unchanged", spy)
     monkeypatch.setattr(memsnap.capture.record.Proc, "quick", quick_spy)
     selected = ["--name", f"^{NAME}$"]
     assert sqlite_cli("record", "--all", *selected).exit_code == 0

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -360,12 +361,12 @@ def test_unforeseen_failures_are_one_line_too(
 ) -> None:
     from sqlalchemy.exc import OperationalError
 
-    import memsnap.history
+    import memsnap.store.reader
 
     def bug(*_args: object, **_kw: object) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(memsnap.history, "list_snapshots", bug)
+    monkeypatch.setattr(memsnap.store.reader, "list_snapshots", bug)
     open_database(sqlite_url).close()
     err = one_line_error(Cli(sqlite_url, debug=False)("list"), 1)
     assert "internal error: ZeroDivisionError" in err and "Traceback" not in err
@@ -373,6 +374,14 @@ def test_unforeseen_failures_are_one_line_too(
     def locked(*_args: object, **_kw: object) -> None:
         raise OperationalError("SELECT", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(memsnap.history, "list_snapshots", locked)
+    monkeypatch.setattr(memsnap.store.reader, "list_snapshots", locked)
     err = one_line_error(Cli(sqlite_url, debug=False)("list"), 1)
     assert err.strip() == "memsnap: database error: database is locked"
+
+    # A driver's own error (a raw cursor's fetch is not wrapped by SQLAlchemy) too.
+    def disk(*_args: object, **_kw: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(memsnap.store.reader, "list_snapshots", disk)
+    err = one_line_error(Cli(sqlite_url, debug=False)("list"), 1)
+    assert err.strip() == "memsnap: database error: disk I/O error"

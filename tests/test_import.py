@@ -359,13 +359,13 @@ SHOWN = [LOCAL_SMAPS, "aosp-libmeminfo-smaps_short-android-x86_64.txt", LOCAL_MA
 def test_a_streamed_show_prints_what_a_whole_show_prints(
     cli: Cli, monkeypatch: pytest.MonkeyPatch, name: str, options: list[str]
 ) -> None:
-    import memsnap.history
+    import memsnap.store.reader
 
     assert cli("record", "--from-file", str(capture_path(name)), "--pid", "5").exit_code == 0
     whole = cli("show", "1", *options)
     assert whole.exit_code == 0, whole.stderr
-    monkeypatch.setattr(memsnap.history, "STREAM_REGIONS", 0)
-    monkeypatch.setattr(memsnap.history, "_STREAM_BATCH", 3)  # many batches
+    monkeypatch.setattr(memsnap.store.reader, "STREAM_REGIONS", 0)
+    monkeypatch.setattr(memsnap.store.reader, "_STREAM_BATCH", 3)  # many batches
     streamed = cli("show", "1", *options)
     assert streamed.exit_code == 0, streamed.stderr
     assert streamed.stdout == whole.stdout
@@ -375,13 +375,13 @@ def test_a_streamed_table_in_colour_is_the_whole_table(
     sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import memsnap.cli.show_cmd
-    import memsnap.history
+    import memsnap.store.reader
 
     monkeypatch.setattr(memsnap.cli.show_cmd, "use_color", lambda: True)
     assert sqlite_cli("record", "--from-file", str(capture_path(LOCAL_SMAPS)), "--pid", "5")
     whole = sqlite_cli("show", "1")
-    monkeypatch.setattr(memsnap.history, "STREAM_REGIONS", 0)
-    monkeypatch.setattr(memsnap.history, "_STREAM_BATCH", 4)
+    monkeypatch.setattr(memsnap.store.reader, "STREAM_REGIONS", 0)
+    monkeypatch.setattr(memsnap.store.reader, "_STREAM_BATCH", 4)
     streamed = sqlite_cli("show", "1")
     assert "\x1b[" in whole.stdout and "legend:" in whole.stdout
     assert streamed.stdout == whole.stdout
@@ -392,8 +392,8 @@ def test_a_streamed_table_in_colour_is_the_whole_table(
 def test_a_summary_from_stored_totals_is_the_summary_of_the_regions(
     cli: Cli, name: str, kinds: list[str]
 ) -> None:
-    from memsnap import history
     from memsnap.render import snapshot as render
+    from memsnap.store import reader as history
     from memsnap.store.database import open_database
 
     assert cli("record", "--from-file", str(capture_path(name)), "--pid", "5").exit_code == 0
@@ -414,15 +414,15 @@ def test_a_summary_from_stored_totals_is_the_summary_of_the_regions(
 
 
 def test_a_summary_reads_no_region(sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    import memsnap.history
+    import memsnap.store.reader
 
     assert sqlite_cli("record", "--from-file", str(capture_path(LOCAL_SMAPS)), "--pid", "5")
 
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("a summary read the regions")
 
-    monkeypatch.setattr(memsnap.history, "layout", refuse)
-    monkeypatch.setattr(memsnap.history, "iter_layout", refuse)
+    monkeypatch.setattr(memsnap.store.reader, "layout", refuse)
+    monkeypatch.setattr(memsnap.store.reader, "iter_layout", refuse)
     for fmt in ("table", "json", "csv"):
         done = sqlite_cli("show", "1", "--summary", "--format", fmt)
         assert done.exit_code == 0 and "heap" in done.stdout

@@ -21,17 +21,10 @@ from memsnap.capture.replaced import replaced_in
 from memsnap.classify import MAX_STREAMED_OBJECTS, StreamClassifier, Threads, classify
 from memsnap.elf import HEAD_BYTES, LoadLayout, parse_load_layout
 from memsnap.errors import MemsnapError, ParseError
-from memsnap.model import Columns, Mapping, ProcessIdentity, Totals, columns_of
+from memsnap.model import Columns, Mapping, ProcessIdentity, SnapshotInfo, Totals, columns_of
 from memsnap.parse import Parsed, Sums, parse_piece, parse_text, read_pieces
 from memsnap.store.database import Database
-from memsnap.store.writer import (
-    SnapshotInfo,
-    digest_parts,
-    save_snapshot,
-    save_streamed_snapshot,
-    save_unchanged,
-    stored_digest,
-)
+from memsnap.store.writer import Writer, digest_parts, stored_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,14 +182,12 @@ def record_capture(
         full = digest_parts(known)[0]
         # With the latest digest known, a differing one needs no transaction to say so.
         if full is None or full == capture.digest.value():
-            same = db.write(
-                lambda conn: save_unchanged(conn, snapshot, capture.digest.value, quick)
-            )
+            same = Writer(db).save_unchanged(snapshot, capture.digest.value, quick)
             if same is not None:
                 return Recorded(same[0], identity.pid, info.command, same[1])
     parsed, kinds = classify_capture(proc, capture)
     stored = replace(snapshot, digest=stored_digest(capture.digest.value(), quick))
-    snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, stored, parsed.columns, kinds))
+    snapshot_id, totals = Writer(db).save_snapshot(stored, parsed.columns, kinds)
     return Recorded(snapshot_id, info.identity.pid, info.command, totals)
 
 
@@ -240,7 +231,7 @@ def record_pid(
                 # `record_capture`): maps holds the same header lines as smaps.
                 replaced = replaced_in(signal.maps, proc.file(pid, "root"))
                 snapshot = replace(_info_of(signal.info, smaps, label, taken_at), replaced=replaced)
-                same = db.write(lambda conn: save_unchanged(conn, snapshot, None, quick))
+                same = Writer(db).save_unchanged(snapshot, None, quick)
                 if same is not None:
                     return Recorded(same[0], identity.pid, info.command, same[1])
     capture = proc.capture(pid, smaps=smaps, info=info)
@@ -297,7 +288,7 @@ def record_text(
         has_smaps=parsed.has_smaps and smaps,
     )
     columns = columns_of(mappings)
-    snapshot_id, totals = db.write(lambda conn: save_snapshot(conn, info, columns, kinds))
+    snapshot_id, totals = Writer(db).save_snapshot(info, columns, kinds)
     return Recorded(snapshot_id, pid, name, totals)
 
 
@@ -427,5 +418,5 @@ def _record_streamed(
                 columns = (*columns[:header], *([None] * len(kinds) for _ in columns[header:]))
             yield columns, kinds
 
-    snapshot_id, totals = db.write(lambda conn: save_streamed_snapshot(conn, info, batches()))
+    snapshot_id, totals = Writer(db).save_streamed_snapshot(info, batches())
     return Recorded(snapshot_id, pid, name, totals)

@@ -26,7 +26,7 @@ from memsnap.errors import (
 )
 from memsnap.match import name_matches
 from memsnap.store.database import Database
-from memsnap.store.writer import recorded_processes
+from memsnap.store.writer import Writer
 from memsnap.units import plural
 
 SKIP_REASONS = {
@@ -84,8 +84,7 @@ class Sweep:
         todo = list(pids)
         # Who was recorded before, asked once per round: a process never seen needs no
         # look for an unchanged copy (a transaction each, most of the cost of a small one).
-        with self.db.reading() as conn:
-            seen = recorded_processes(conn, self.proc.host, self.proc.boot_id)
+        seen = Writer(self.db).recorded_processes(self.proc.host, self.proc.boot_id)
         for done, pid in enumerate(todo, start=1):
             on_progress(done, len(todo))
             try:

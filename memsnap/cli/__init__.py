@@ -116,10 +116,8 @@ class MemsnapGroup(TyperGroup):
 
 def _unexpected(exc: Exception) -> str:
     """One line for a failure memsnap did not foresee (MEMSNAP_DEBUG=1 shows the
-    traceback): a database error in its own words, anything else as a bug to report."""
-    if type(exc).__module__.startswith("sqlalchemy"):
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        return f"database error: {reason[0] if reason else type(exc).__name__}"
+    traceback), as a bug to report. A database's failures are not among them: the store
+    turns each into a `DatabaseError`."""
     return (
         f"internal error: {type(exc).__name__}: {exc} "
         "(please report it; MEMSNAP_DEBUG=1 shows where)"

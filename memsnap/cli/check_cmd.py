@@ -162,34 +162,32 @@ def _check(
     keep) and their findings (with since when, for `history`), most severe first. A
     process's rows are read only when `w-then-x` or --history needs them."""
     from memsnap import checking, findings
-    from memsnap.history import SnapshotFilter, get_snapshot, layout, list_snapshots
-    from memsnap.store import findings_rows
+    from memsnap.model import SnapshotFilter
+    from memsnap.store.repository import Repository
 
     reported: list[Reported] = []
     steps_of: dict[int, list[checking.Step]] = {}
-    with db.reading() as conn:
+    with Repository(db) as store:
         if sel.ids or sel.live:
-            snaps = [get_snapshot(conn, i) for i in dict.fromkeys(sel.ids)]
+            snaps = [store.snapshot(i) for i in dict.fromkeys(sel.ids)]
         else:
             flt = SnapshotFilter(pid=sel.pid, since=sel.since)
-            snaps = checking.latest_of_each(list_snapshots(conn, flt), sel)
+            snaps = checking.latest_of_each(store.snapshots(flt), sel)
         for snap in snaps:
             steps = steps_of.get(snap.process_id)
             if steps is None:
-                steps = steps_of[snap.process_id] = findings_rows.steps(conn, snap.process_id)
+                steps = steps_of[snap.process_id] = store.steps(snap.process_id)
             at = checking.index_of(snap, steps)
             fileless = (
-                findings_rows.fileless_rows(conn, snap.process_id)
-                if "w-then-x" in rules and at > 0
-                else []
+                store.fileless_rows(snap.process_id) if "w-then-x" in rules and at > 0 else []
             )
-            regions = layout(conn, snap)
+            regions = store.layout(snap)
             found = checking.findings_of(snap, regions, rules, steps, fileless, ignore)
             if not found:
                 continue
             if history:
                 starts = {f.region.start for f in found if f.region is not None}
-                rows = findings_rows.rows_at(conn, snap.process_id, starts)
+                rows = store.rows_at(snap.process_id, starts)
                 reported += checking.with_history(snap, found, steps, rows)
             else:
                 reported += [findings.Reported(snap, f) for f in found]

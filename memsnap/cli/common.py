@@ -22,6 +22,7 @@ from memsnap.names import visible
 
 if TYPE_CHECKING:
     from memsnap.store.database import Database
+    from memsnap.store.repository import Repository
 
 
 class OutputFormat(str, Enum):
@@ -173,6 +174,15 @@ def database(ctx: typer.Context, create: bool = False) -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+@contextmanager
+def repository(ctx: typer.Context) -> Iterator[Repository]:
+    """The store of the database `--db` names, for reading (see `database`)."""
+    from memsnap.store.repository import Repository
+
+    with database(ctx) as db, Repository(db) as repo:
+        yield repo
 
 
 def _notice(text: str) -> None:

@@ -16,8 +16,8 @@ from memsnap.cli.common import (
     DocumentFormat,
     SortKey,
     chosen_kinds,
-    database,
     emit,
+    repository,
     to_stdout,
     use_color,
 )
@@ -58,25 +58,25 @@ def diff(
         raise UsageError("--live compares one snapshot: diff ID --live")
     if pid is None and not live and (a is None or b is None):
         raise UsageError("give two snapshot ids A B, one and --live, or --pid PID")
-    with database(ctx) as db, db.reading() as conn:
+    with repository(ctx) as store:
         if live:
             from memsnap.capture.live import diff_with_live
 
             assert a is not None
-            before = history.get_snapshot(conn, a)
-            before_regions = history.layout(conn, before)
+            before = store.snapshot(a)
+            before_regions = store.layout(before)
             after, after_regions = _live_now(before)
             layouts = before_regions, after_regions
             result = diff_with_live(before, before_regions, after, after_regions)
         else:
             if pid is not None:
-                before, after = history.last_two(conn, pid)
+                before, after = history.last_two(store, pid)
             else:
                 assert a is not None and b is not None
-                before, after = history.get_snapshot(conn, a), history.get_snapshot(conn, b)
-            result = history.diff_between(conn, before, after)
+                before, after = store.snapshot(a), store.snapshot(b)
+            result = history.diff_between(store, before, after)
             if fmt is DocumentFormat.html:  # the page draws both whole layouts
-                layouts = history.layout(conn, before), history.layout(conn, after)
+                layouts = store.layout(before), store.layout(after)
     result = narrowed(result, chosen_kinds(kind_options), sort.value)
     if fmt is DocumentFormat.html:
         from memsnap.render.html import diff_page

@@ -9,9 +9,9 @@ from memsnap.cli.common import (
     OUTPUT_OPTION,
     STYLE_OPTION,
     OutputFormat,
-    database,
     echo,
     emit,
+    repository,
 )
 from memsnap.cli.picking import host_option, limit_option, name_option, pid_option
 from memsnap.match import compile_name
@@ -35,8 +35,8 @@ def list_snapshots(
     output: str | None = OUTPUT_OPTION,
 ) -> None:
     """List the recorded snapshots, newest first."""
-    from memsnap.history import SnapshotFilter, describe_processes, group_processes
-    from memsnap.history import list_snapshots as query
+    from memsnap.history import describe_processes, group_processes
+    from memsnap.model import SnapshotFilter
     from memsnap.render import snapshot as render
 
     flt = SnapshotFilter(
@@ -47,8 +47,8 @@ def list_snapshots(
         limit=limit,
         host=host,
     )
-    with database(ctx) as db, db.reading() as conn:
-        snaps = query(conn, flt)
+    with repository(ctx) as store:
+        snaps = store.snapshots(flt)
     if pid is not None and len(seen := group_processes(snaps)) > 1:
         # The rows are the choice here: all are listed, and the note says they are of
         # different processes (a reused pid, or an import given the pid).

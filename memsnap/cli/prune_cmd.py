@@ -46,7 +46,7 @@ def prune(
     from memsnap.render import snapshot as render
     from memsnap.retention import Policy, parse_duration, require_rule
     from memsnap.store.prune import Selection
-    from memsnap.store.prune import prune as run
+    from memsnap.store.repository import Repository
     from memsnap.units import human, plural
 
     policy = Policy(
@@ -58,9 +58,9 @@ def prune(
     )
     require_rule(policy)
     chosen = Selection(pid=pid, name=None if name is None else compile_name(name), host=host)
-    with database(ctx) as db:
+    with database(ctx) as db, Repository(db) as store:
         # Periods are the local time zone's (tz None), as `list` shows times.
-        result = run(db, policy, chosen, None, datetime.now(timezone.utc), dry_run)
+        result = store.prune(policy, chosen, None, datetime.now(timezone.utc), dry_run)
     if result.vacuum_error is not None:
         echo(
             f"memsnap: the snapshots were removed, but giving the space back failed: "

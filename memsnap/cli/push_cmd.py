@@ -1,7 +1,7 @@
 """`memsnap push URL`: copy the local snapshots another database does not have yet.
 
 Which snapshots those are, and how one is written there, is `memsnap.store.push`'s; this
-module reads the local history (through `memsnap.history`), copies a snapshot at a time
+module reads the local history (through `memsnap.store.repository`), copies a snapshot at a time
 and prints what happened. The local database is only read.
 """
 
@@ -46,10 +46,11 @@ def push(
     snapshots there, and the next one goes on from them) and incremental (only what is
     new is read and sent). The local database is never changed.
     """
-    from memsnap import history
+    from memsnap.model import SnapshotFilter
     from memsnap.render import snapshot as render
     from memsnap.store.database import open_database, resolve_url, safe_url
     from memsnap.store.push import PushResult, already_there, copy_snapshot, target_state
+    from memsnap.store.repository import Repository
     from memsnap.timeparse import parse_time
     from memsnap.units import plural
 
@@ -66,8 +67,8 @@ def push(
         try:
             with target.reading() as conn:
                 latest, imports = target_state(conn)
-            with source.reading() as src:
-                snaps = history.list_snapshots(src, history.SnapshotFilter(since=start))
+            with Repository(source) as src:
+                snaps = src.snapshots(SnapshotFilter(since=start))
                 wanted = []
                 for snap in snaps:
                     if already_there(snap, latest, imports):
@@ -77,8 +78,8 @@ def push(
                 # Each process's in seq order: a push cut short leaves a prefix there.
                 wanted.sort(key=lambda s: (s.process_id, s.seq))
                 for snap in wanted:
-                    full = history.get_snapshot(src, snap.id)
-                    regions = history.layout(src, full)
+                    full = src.snapshot(snap.id)
+                    regions = src.layout(full)
                     done = target.write(partial(copy_snapshot, snap=full, regions=regions))
                     if done is None:
                         result.already_there += 1

@@ -11,8 +11,8 @@ from memsnap.cli.common import (
     OUTPUT_OPTION,
     STYLE_OPTION,
     DocumentFormat,
-    database,
     emit,
+    repository,
     to_stdout,
     use_color,
 )
@@ -48,13 +48,13 @@ def replay(
     pattern = None if name is None else compile_name(name).pattern
     start = parse_time(since) if since else None
     end = parse_time(until) if until else None
-    with database(ctx) as db, db.reading() as conn:
-        snaps = history.process_snapshots(conn, pid, start, end, name=pattern, host=host)
+    with repository(ctx) as store:
+        snaps = history.process_snapshots(store, pid, start, end, name=pattern, host=host)
         steps = [(snaps[0], None)] + [
-            (b, history.diff_between(conn, a, b)) for a, b in itertools.pairwise(snaps)
+            (b, history.diff_between(store, a, b)) for a, b in itertools.pairwise(snaps)
         ]
         # The page embeds the first layout and then only the changes.
-        first = history.layout(conn, snaps[0]) if fmt is DocumentFormat.html else []
+        first = store.layout(snaps[0]) if fmt is DocumentFormat.html else []
     if fmt is DocumentFormat.html:
         from memsnap.render.html import replay_page
 

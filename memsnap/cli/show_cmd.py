@@ -16,9 +16,9 @@ from memsnap.cli.common import (
     ShowFormat,
     SortKey,
     chosen_kinds,
-    database,
     echo,
     emit,
+    repository,
     to_stdout,
     use_color,
 )
@@ -28,6 +28,7 @@ from memsnap.match import compile_name
 
 if TYPE_CHECKING:
     from memsnap.model import Region, Snapshot
+    from memsnap.store.repository import Repository
 
 
 def show(
@@ -58,6 +59,7 @@ def show(
 ) -> None:
     """Show the classified layout of one snapshot."""
     from memsnap.render import snapshot as render
+    from memsnap.store import reader
     from memsnap.timeparse import parse_time
 
     kinds = chosen_kinds(kind_options)
@@ -76,12 +78,12 @@ def show(
         from memsnap import history
 
         pattern = None if name is None else compile_name(name).pattern
-        with database(ctx) as db, db.reading() as conn:
+        with repository(ctx) as store:
             if when is not None:
-                snap = history.snapshot_at(conn, when, pid=pid, name=pattern, host=host)
+                snap = history.snapshot_at(store, when, pid=pid, name=pattern, host=host)
             else:
                 assert snapshot_id is not None
-                snap = history.get_snapshot(conn, snapshot_id)
+                snap = store.snapshot(snapshot_id)
             with_gaps = gaps or "gap" in (kinds or ())
             kind_regions = sum(t.regions for t in snap.kinds.values())
             stored = snap.kinds and kind_regions == snap.totals.regions
@@ -96,11 +98,11 @@ def show(
                 and to_stdout(output)  # a file is written whole, then renamed into place
                 and not with_gaps
                 and sort is SortKey.address
-                and snap.totals.regions > history.STREAM_REGIONS
-                and show_streamed(conn, snap, kinds or (), fmt, style, top_down)
+                and snap.totals.regions > reader.STREAM_REGIONS
+                and show_streamed(store, snap, kinds or (), fmt, style, top_down)
             ):
                 return
-            regions = history.layout(conn, snap)
+            regions = store.layout(snap)
     if gaps or "gap" in (kinds or ()):  # asking for the kind gap asks for the gaps
         regions = render.with_gaps(regions)
     if kinds:
@@ -166,7 +168,7 @@ def show_stored_summary(
 
 
 def show_streamed(
-    conn: Any,  # a database connection from `history`'s caller (cli never names sqlalchemy)
+    store: Repository,
     snap: Snapshot,
     kinds: Sequence[str],
     fmt: ShowFormat,
@@ -176,11 +178,10 @@ def show_streamed(
     """`show` of a snapshot too big to hold, read and printed a batch of regions at a
     time; False (nothing printed) where only the whole layout will do (a table style
     that is not laid out a row at a time, fewer than two rows)."""
-    from memsnap import history
     from memsnap.render import stream as render_stream
 
     def batches() -> Iterator[list[Region]]:
-        for batch in history.iter_layout(conn, snap, descending=top_down):
+        for batch in store.iter_layout(snap, descending=top_down):
             yield [r for r in batch if r.kind in kinds] if kinds else batch
 
     color = False

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from memsnap.errors import DatabaseError, NotFoundError, UsageError
+from memsnap.errors import DatabaseError, MemsnapError, NotFoundError, UsageError
 from memsnap.store import dbfile
 from memsnap.store.identify import (
     VERSION_TABLE,
@@ -111,6 +112,37 @@ def migrations_dir() -> Path:
         if (candidate / "env.py").is_file():
             return candidate
     raise DatabaseError("memsnap is installed without its migrations folder")
+
+
+def _driver_error(exc: BaseException) -> bool:
+    """An error a database driver raised itself (a raw cursor's fetch is not wrapped
+    by SQLAlchemy): sqlite3's, or psycopg's when it is loaded."""
+    if isinstance(exc, sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)
+
+
+def database_error(exc: Exception) -> DatabaseError:
+    """memsnap's error for a database failure: its first line, in the database's words."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return DatabaseError(f"database error: {reason[0] if reason else type(exc).__name__}")
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Every SQLAlchemy or driver error raised inside becomes a `DatabaseError`: the
+    store's callers never see one. memsnap's own errors pass as they are."""
+    try:
+        yield
+    except MemsnapError:
+        raise
+    except SQLAlchemyError as exc:
+        raise database_error(exc) from exc
+    except Exception as exc:
+        if _driver_error(exc):
+            raise database_error(exc) from exc
+        raise
 
 
 @dataclass

@@ -136,7 +136,7 @@ def _snapshots_by_id(conn: Connection, ids: Sequence[int]) -> list[Snapshot]:
     """The snapshot values of `ids`, as `list` and `show` describe them."""
     # history's own query and row conversion, so a removed snapshot is reported exactly
     # as `list --format json` showed it.
-    from memsnap.history import _snapshot, _snapshot_query
+    from memsnap.store.reader import _snapshot, _snapshot_query
 
     found: list[Snapshot] = []
     for i in range(0, len(ids), _CHUNK):

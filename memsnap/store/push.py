@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, select
 
-from memsnap.model import ProcessIdentity, Region, Snapshot, columns_of
+from memsnap.model import ProcessIdentity, Region, Snapshot, SnapshotInfo, columns_of
 from memsnap.store.schema import processes, snapshots
-from memsnap.store.writer import SeqTaken, SnapshotInfo, save_snapshot
+from memsnap.store.writer import SeqTaken, save_snapshot
 
 LiveKey = tuple[str, str, int, int]
 ImportKey = tuple[str, int, datetime, int, int]

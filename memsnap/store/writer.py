@@ -22,8 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from dataclasses import fields, replace
 from functools import cache
 from itertools import chain
 from typing import Any
@@ -35,11 +34,13 @@ from memsnap.model import (
     Columns,
     Mapping,
     ProcessIdentity,
+    SnapshotInfo,
     Totals,
     combine,
     totals_by_kind,
 )
 from memsnap.names import escape_undecodable, raw_bytes
+from memsnap.store.database import Database, database_errors
 from memsnap.store.rawsql import column_list, placeholder
 from memsnap.store.schema import (
     U64_REGION_FIELDS,
@@ -68,25 +69,6 @@ _KEY_COLUMNS = (
     "kind",
 )
 _SHIFTED = [Mapping._fields.index(f) for f in U64_REGION_FIELDS]  # positions within a key
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotInfo:
-    """Everything about a snapshot but its regions."""
-
-    identity: ProcessIdentity
-    command: str
-    cmdline: Sequence[str]
-    exe: str | None
-    taken_at: datetime
-    label: str | None
-    source: str
-    page_size: int
-    kernel: str | None
-    has_smaps: bool
-    digest: str | None = None
-    # JSON list of the replaced executable objects (see schema), None when not known.
-    replaced: str | None = None
 
 
 def path_digest(text: str) -> str:
@@ -509,3 +491,42 @@ def save_streamed_snapshot(
     snapshot_id = _snapshot_row(conn, process_row, seq, info, totals)
     _kind_rows(conn, snapshot_id, by_kind)
     return snapshot_id, totals
+
+
+class Writer:
+    """The store's writing face, all that capture sees of it: each call is one
+    transaction of its own, and any database failure is a `DatabaseError`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def save_snapshot(
+        self, info: SnapshotInfo, columns: Columns, kinds: Sequence[str]
+    ) -> tuple[int, Totals]:
+        """Store one snapshot (see `save_snapshot`); its id and totals."""
+        with database_errors():
+            return self.db.write(lambda conn: save_snapshot(conn, info, columns, kinds))
+
+    def save_unchanged(
+        self, info: SnapshotInfo, digest: Callable[[], str] | None, quick: str | None = None
+    ) -> tuple[int, Totals] | None:
+        """Store a copy of the process's latest snapshot if nothing changed since (see
+        `save_unchanged`); None when something did, and nothing is written."""
+        with database_errors():
+            return self.db.write(lambda conn: save_unchanged(conn, info, digest, quick))
+
+    def save_streamed_snapshot(
+        self, info: SnapshotInfo, batches: Iterable[tuple[Columns, Sequence[str]]]
+    ) -> tuple[int, Totals]:
+        """Store a new process's first snapshot a batch at a time, in one transaction
+        (see `save_streamed_snapshot`)."""
+        with database_errors():
+            return self.db.write(lambda conn: save_streamed_snapshot(conn, info, batches))
+
+    def recorded_processes(
+        self, host: str, boot_id: str | None
+    ) -> dict[tuple[int, int | None], str | None]:
+        """(pid, start time) of every process of this host and boot recorded so far,
+        with its latest snapshot's digest (see `recorded_processes`)."""
+        with database_errors(), self.db.reading() as conn:
+            return recorded_processes(conn, host, boot_id)

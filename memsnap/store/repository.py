@@ -1,0 +1,146 @@
+"""The store's one face for the rest of memsnap: save, read back, prune.
+
+`Repository` is `Writer` (what capture sees: save a snapshot, save an unchanged one) plus
+the reading `memsnap.history` orchestrates (snapshot lists with filters, one snapshot, a
+snapshot's layout, the regions changed between two snapshots of one process, a layout
+for pairing and the whole regions a diff reports) and `prune`. It owns the connection
+and the transactions, and turns every database failure into `DatabaseError`: no caller
+sees SQLAlchemy or a driver. Reads share one connection, opened on first use and
+closed with the repository (`with Repository(db) as repo:`), so a command sees one
+state of the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from datetime import datetime, tzinfo
+from types import TracebackType
+
+from sqlalchemy import Connection
+
+from memsnap.checking import Row, Step
+from memsnap.model import Region, Snapshot, SnapshotFilter, Totals
+from memsnap.retention import Policy
+from memsnap.store import findings_rows, reader
+from memsnap.store import prune as pruning
+from memsnap.store.database import Database, database_errors
+from memsnap.store.writer import Writer
+
+
+class Repository(Writer):
+    """memsnap's storage, in memsnap's values (see the module's docstring)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._open = ExitStack()
+        self._conn: Connection | None = None
+        # The row id of each region `pairing_layout` handed out, by the object's id
+        # (equal tuples may repeat in an imported text): kept with the region itself,
+        # so the id is not reused while the entry lives.
+        self._rows: dict[int, tuple[Region, int]] = {}
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._rows.clear()
+        self._conn = None
+        with database_errors():
+            self._open.close()
+
+    def _reading(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._open.enter_context(self.db.reading())
+        return self._conn
+
+    # --- reading ---------------------------------------------------------------------
+
+    def snapshots(self, flt: SnapshotFilter) -> list[Snapshot]:
+        """The snapshots matching the filter, newest first."""
+        with database_errors():
+            return reader.list_snapshots(self._reading(), flt)
+
+    def snapshot(self, snapshot_id: int) -> Snapshot:
+        """One snapshot with its kind totals; `NotFoundError` when there is no such id."""
+        with database_errors():
+            return reader.get_snapshot(self._reading(), snapshot_id)
+
+    def kind_totals(self, snapshot_id: int) -> dict[str, Totals]:
+        with database_errors():
+            return reader.kind_totals(self._reading(), snapshot_id)
+
+    def layout(self, snap: Snapshot) -> list[Region]:
+        """Every region of a snapshot, in ascending address order."""
+        with database_errors():
+            return reader.layout(self._reading(), snap)
+
+    def iter_layout(self, snap: Snapshot, *, descending: bool = False) -> Iterator[list[Region]]:
+        """Every region of a snapshot a batch at a time, in address order (highest
+        first when `descending`), for a snapshot too big to hold whole."""
+        with database_errors():
+            yield from reader.iter_layout(self._reading(), snap, descending=descending)
+
+    def changed(self, a: Snapshot, b: Snapshot) -> tuple[list[Region], list[Region]]:
+        """For two snapshots of one process (a before b): the regions of a gone by b and
+        those of b that a did not have. Unchanged regions are never read."""
+        with database_errors():
+            return reader.changed_regions(self._reading(), a, b)
+
+    def unchanged_paths(self, a: Snapshot, b: Snapshot, candidates: set[str]) -> set[str]:
+        """Which of `candidates` (paths) have a region unchanged from a to b."""
+        with database_errors():
+            return reader.paths_alive_at_both(self._reading(), a, b, candidates)
+
+    def pairing_layout(self, snap: Snapshot) -> list[Region]:
+        """A snapshot's regions with only the fields pairing compares (others None), in
+        address order; `whole` gives back the full regions of any of these."""
+        with database_errors():
+            regions, ids = reader.pairing_layout(self._reading(), snap)
+        self._rows.update((id(r), (r, row)) for r, row in zip(regions, ids, strict=True))
+        return regions
+
+    def whole(self, regions: Sequence[Region]) -> list[Region]:
+        """The full regions of regions `pairing_layout` handed out, in the same order."""
+        rows = [self._rows[id(r)][1] for r in regions]
+        with database_errors():
+            found = reader.regions_by_id(self._reading(), sorted(set(rows)))
+        return [found[row] for row in rows]
+
+    # --- what `check` reads besides layouts (see `memsnap.store.findings_rows`) ---------
+
+    def steps(self, process_id: int) -> list[Step]:
+        with database_errors():
+            return findings_rows.steps(self._reading(), process_id)
+
+    def rows_at(self, process_id: int, starts: set[int]) -> list[Row]:
+        with database_errors():
+            return findings_rows.rows_at(self._reading(), process_id, starts)
+
+    def fileless_rows(self, process_id: int) -> list[Row]:
+        with database_errors():
+            return findings_rows.fileless_rows(self._reading(), process_id)
+
+    # --- forgetting ------------------------------------------------------------------
+
+    def prune(
+        self,
+        policy: Policy,
+        chosen: pruning.Selection,
+        tz: tzinfo | None,
+        now: datetime,
+        dry_run: bool = False,
+        after_each: Callable[[int], None] | None = None,
+    ) -> pruning.PruneResult:
+        """Apply `policy` to every chosen process, one transaction each, then give the
+        space back (see `memsnap.store.prune`)."""
+        with database_errors():
+            return pruning.prune(self.db, policy, chosen, tz, now, dry_run, after_each)
