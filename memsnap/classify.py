@@ -1,4 +1,4 @@
-"""Giving every mapping exactly one kind from CONTRACT.md's table: pure, no I/O.
+"""Giving every mapping exactly one kind from the kinds table of docs/interface.md: pure, no I/O.
 
 The rules, in the order they are tried:
 

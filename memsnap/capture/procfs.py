@@ -10,6 +10,7 @@ elsewhere.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import socket
@@ -110,8 +111,8 @@ class Digest:
     mean equal snapshots.
 
     A large text is hashed on a second thread while the first parses it: hashlib lets go
-    of the interpreter lock for big buffers, so on a second core the 40 ms that 60,000
-    mappings take cost nothing. `value()` waits for it.
+    of the interpreter lock for big buffers, so on a second core hashing costs the
+    parse nothing. `value()` waits for it.
     """
 
     _THREAD_FROM = 1 << 20  # bytes; below this a thread costs more than it saves
@@ -185,7 +186,7 @@ def read_bytes(path: str | Path) -> bytes:
 
     The kernel writes a maps or smaps text as it is read, a page or so per `read()`
     whatever the size asked for (60,000 mappings of smaps take 12,000 calls); asking for
-    a large buffer each time only costs an allocation per call (0.10 s against 0.07 s).
+    a large buffer each time only costs an allocation per call (README, Performance).
     """
     with open(path, "rb", buffering=0) as f:
         return f.readall()
@@ -251,7 +252,7 @@ def _translate(pid: int) -> Iterator[None]:
         raise ProcessDenied(denied_message(pid, *_own_rights())) from None
     except OSError as exc:
         # ESRCH shows up as a plain OSError when the process dies mid-read.
-        if exc.errno == 3:
+        if exc.errno == errno.ESRCH:
             raise ProcessGone(f"pid {pid}: no such process") from None
         raise ProcessError(f"pid {pid}: cannot read: {exc.strerror or exc}") from None
 

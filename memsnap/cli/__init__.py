@@ -2,7 +2,7 @@
 
 Each command lives in its own module; this one only assembles them. `MemsnapGroup` is
 where every failure becomes one or two plain lines on standard error and the exit code
-CONTRACT.md names: 1 for a runtime failure (`MemsnapError`), 2 for a usage error (bad
+docs/interface.md names: 1 for a runtime failure (`MemsnapError`), 2 for a usage error (bad
 option, malformed time), 130 for Ctrl-C. No traceback reaches a person. It also lets the
 global `--db` follow the command (`memsnap list --db x`), as people type it.
 """

@@ -1,7 +1,7 @@
 """Turning snapshots and regions into text: tables, JSON documents, CSV. Pure.
 
 Tables go through tabulate (any of its formats via `--style`); colors are ANSI codes per
-kind, added only when the caller says the output is a terminal. JSON follows CONTRACT.md:
+kind, added only when the caller says the output is a terminal. JSON follows docs/interface.md:
 addresses as lower-case hex strings (64-bit values do not fit a JSON number exactly),
 sizes in bytes, times ISO 8601 with an offset, and null (never 0) for what was not
 recorded.
@@ -253,7 +253,7 @@ def snapshot_heading(s: Snapshot) -> str:
 
 
 def _by_kind(regions: Sequence[Region]) -> list[tuple[str, Totals]]:
-    """Totals per kind, in the order of CONTRACT.md's table (the boundary above user
+    """Totals per kind, in the order of the kinds table (docs/interface.md) (the boundary above user
     space is no gap a process left)."""
     regions = [r for r in regions if not _is_hole(r)]
     totals = totals_by_kind(columns_of(regions), [r.kind for r in regions])

@@ -1,9 +1,9 @@
 """The database schema as SQLAlchemy Core tables; Alembic migrations mirror it.
 
 Core, not the ORM: memsnap reads and writes in bulk and never needs identity-mapped
-objects, and keeping `sqlalchemy.orm` off the start-up path saves 50 ms on every
-command. Typed ORM models of these same tables, for code that wants them, are in
-`memsnap.store.models`.
+objects, and keeping `sqlalchemy.orm` off the start-up path saves a measurable share
+of every command (README, Performance). Typed ORM models of these same tables, for
+code that wants them, are in `memsnap.store.models`.
 
 Storage grows with change, not with time: a region row lives from the snapshot it first
 appeared in (`first_seq`) to the last one it was seen in (`last_seq`, NULL while it is

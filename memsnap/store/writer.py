@@ -101,8 +101,8 @@ _KINDS_OF = select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == bindpar
 
 @cache
 def _insert_or_skip(dialect: str, table: Any) -> Any:
-    # Each dialect's insert is imported only where it is used: loading the PostgreSQL
-    # dialect costs SQLite users 16 ms.
+    # Each dialect's insert is imported only where it is used: SQLite users should not
+    # pay for loading the PostgreSQL dialect (README, Performance).
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 
