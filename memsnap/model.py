@@ -10,25 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
-
-# The smaps fields memsnap keeps, as (attribute, smaps key). Sizes are bytes; a field the
-# kernel did not print (old kernels, --no-smaps, a maps text) is None, never 0.
-SMAPS_FIELDS: tuple[tuple[str, str], ...] = (
-    ("rss", "Rss"),
-    ("pss", "Pss"),
-    ("shared_clean", "Shared_Clean"),
-    ("shared_dirty", "Shared_Dirty"),
-    ("private_clean", "Private_Clean"),
-    ("private_dirty", "Private_Dirty"),
-    ("referenced", "Referenced"),
-    ("anonymous", "Anonymous"),
-    ("anon_huge", "AnonHugePages"),
-    ("swap", "Swap"),
-    ("swap_pss", "SwapPss"),
-    ("locked", "Locked"),
-)
-SIZE_ATTRS: tuple[str, ...] = tuple(attr for attr, _ in SMAPS_FIELDS)
+from typing import Annotated, Any, NamedTuple, get_type_hints
 
 KINDS: tuple[str, ...] = (
     "text",
@@ -92,35 +74,101 @@ class Mapping(NamedTuple):
         return "x" in self.perms
 
 
-class Region(NamedTuple):
-    """A classified mapping: a `Mapping`'s fields, in the same order, then its kind."""
+@dataclass(frozen=True, slots=True)
+class Field:
+    """How one field of a region is kept, declared beside it on `Region` (`Annotated`).
 
-    start: int
-    end: int
-    perms: str
-    offset: int
-    dev: str
-    inode: int
-    path: str | None
-    deleted: bool = False
-    rss: int | None = None
-    pss: int | None = None
-    shared_clean: int | None = None
-    shared_dirty: int | None = None
-    private_clean: int | None = None
-    private_dirty: int | None = None
-    referenced: int | None = None
-    anonymous: int | None = None
-    anon_huge: int | None = None
-    swap: int | None = None
-    swap_pss: int | None = None
-    locked: int | None = None
-    vm_flags: str | None = None
-    kind: str = "other"
+    `sql` is its column's type: "u64" (an unsigned 64-bit value, stored as a BIGINT
+    shifted by 2**63 so that order and differences survive), "bigint", "bool", "text",
+    "string" (of `length` characters), or "path" (an id into the interned paths).
+    `column` names the column where it is not the field's own name; `smaps` is the
+    key of a smaps block the parser reads it from (sizes, in bytes; None when the
+    kernel did not print it); `paired` says that pairing the regions of two processes
+    compares or keys on it, so a diff of two processes reads it for every region.
+    """
+
+    sql: str
+    column: str | None = None
+    length: int | None = None
+    smaps: str | None = None
+    paired: bool = False
+
+
+def _size(key: str, paired: bool = False) -> Field:
+    return Field("bigint", smaps=key, paired=paired)
+
+
+class Region(NamedTuple):
+    """A classified mapping: a `Mapping`'s fields, in the same order, then its kind.
+
+    The one declaration of a region's fields: `Mapping` repeats them without the kind
+    (a test holds the two together), and the parser's columns, the store's table and
+    statements, the reader's select list and U64 shift and the CSV order all follow
+    from `REGION_FIELDS`. Adding a field is one line here and a migration.
+    """
+
+    start: Annotated[int, Field("u64", "start_addr", paired=True)]
+    end: Annotated[int, Field("u64", "end_addr", paired=True)]
+    perms: Annotated[str, Field("string", length=4, paired=True)]
+    offset: Annotated[int, Field("u64", paired=True)]
+    dev: Annotated[str, Field("string", length=32)]
+    inode: Annotated[int, Field("u64")]
+    path: Annotated[str | None, Field("path", "path_id", paired=True)]
+    deleted: Annotated[bool, Field("bool", paired=True)] = False
+    rss: Annotated[int | None, _size("Rss", paired=True)] = None
+    pss: Annotated[int | None, _size("Pss", paired=True)] = None
+    shared_clean: Annotated[int | None, _size("Shared_Clean")] = None
+    shared_dirty: Annotated[int | None, _size("Shared_Dirty")] = None
+    private_clean: Annotated[int | None, _size("Private_Clean")] = None
+    private_dirty: Annotated[int | None, _size("Private_Dirty")] = None
+    referenced: Annotated[int | None, _size("Referenced")] = None
+    anonymous: Annotated[int | None, _size("Anonymous")] = None
+    anon_huge: Annotated[int | None, _size("AnonHugePages")] = None
+    swap: Annotated[int | None, _size("Swap", paired=True)] = None
+    swap_pss: Annotated[int | None, _size("SwapPss")] = None
+    locked: Annotated[int | None, _size("Locked")] = None
+    vm_flags: Annotated[str | None, Field("text")] = None
+    kind: Annotated[str, Field("string", length=16, paired=True)] = "other"
 
     @property
     def size(self) -> int:
         return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class RegionField:
+    """One field of `Region` as declared: its name, Python type and `Field`."""
+
+    name: str
+    type: Any
+    nullable: bool
+    spec: Field
+
+    @property
+    def column(self) -> str:
+        return self.spec.column or self.name
+
+
+def _declared() -> tuple[RegionField, ...]:
+    hints = get_type_hints(Region, include_extras=True)
+    out = []
+    for name in Region._fields:
+        hint = hints[name]
+        base, spec = hint.__origin__, hint.__metadata__[0]
+        nullable = type(None) in getattr(base, "__args__", ())
+        out.append(RegionField(name, base, nullable, spec))
+    return tuple(out)
+
+
+REGION_FIELDS: tuple[RegionField, ...] = _declared()
+# The smaps fields memsnap keeps, as (attribute, smaps key). Sizes are bytes; a field the
+# kernel did not print (old kernels, --no-smaps, a maps text) is None, never 0.
+SMAPS_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    (f.name, f.spec.smaps) for f in REGION_FIELDS if f.spec.smaps is not None
+)
+SIZE_ATTRS: tuple[str, ...] = tuple(attr for attr, _ in SMAPS_FIELDS)
+U64_FIELDS: tuple[str, ...] = tuple(f.name for f in REGION_FIELDS if f.spec.sql == "u64")
+PAIRING_FIELDS: tuple[str, ...] = tuple(f.name for f in REGION_FIELDS if f.spec.paired)
 
 
 @dataclass(frozen=True, slots=True)

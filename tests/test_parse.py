@@ -232,3 +232,18 @@ def test_fast_path_refuses_what_the_line_parser_refuses(bad_header: str) -> None
     with pytest.raises(ParseError) as info:
         parse_text(text)
     assert info.value.lineno == 4
+
+
+def test_a_mapping_is_a_region_without_its_kind() -> None:
+    """`Mapping` repeats `Region`'s declared fields (all but the kind), in its order and
+    with its types: the parser's columns and the store's rows line up by position."""
+    from typing import get_type_hints
+
+    from memsnap.model import REGION_FIELDS, Mapping, Region
+
+    assert Mapping._fields == Region._fields[:-1] and Region._fields[-1] == "kind"
+    hints = get_type_hints(Mapping)
+    assert [hints[f.name] for f in REGION_FIELDS[:-1]] == [f.type for f in REGION_FIELDS[:-1]]
+    assert Mapping._field_defaults == {
+        k: v for k, v in Region._field_defaults.items() if k != "kind"
+    }

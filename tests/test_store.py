@@ -213,34 +213,31 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     db.close()
 
 
-def test_typed_models_read_what_memsnap_wrote(db_url: str) -> None:
-    """The ORM models map the same tables: a Session reads a recorded snapshot back."""
-    from sqlalchemy.orm import Session
+def test_migrated_regions_table_is_the_declared_region(db_url: str) -> None:
+    """The migrated `regions` table has one column per field `model.Region` declares,
+    named, typed and nullable as declared, and nothing else but its bookkeeping."""
+    from memsnap.model import REGION_FIELDS
 
-    from memsnap.capture.record import record_text
-    from memsnap.store.models import PathRow, RegionRow, SnapshotRow
-
+    kinds = {"u64": "BIGINT", "bigint": "BIGINT", "bool": "BOOLEAN", "text": "TEXT"}
     db = open_database(db_url)
     try:
-        text = (
-            "00400000-00401000 r-xp 00000000 08:02 7 /bin/prog\n"
-            "ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]\n"
-        )
-        done = record_text(db, text, pid=9, label="orm")
-        with Session(db.engine) as session:
-            snap = session.get(SnapshotRow, done.snapshot_id)
-            assert snap is not None and snap.label == "orm" and snap.regions == 2
-            rows = session.scalars(select(RegionRow).order_by(RegionRow.start_addr)).all()
-            assert [(r.start_addr, r.kind) for r in rows] == [
-                (0x400000, "text"),
-                (0xFFFFFFFFFF600000, "vsyscall"),
-            ]
-            assert session.scalars(select(PathRow.text).order_by(PathRow.text)).all() == [
-                "/bin/prog",
-                "[vsyscall]",
-            ]
+        with db.engine.connect() as conn:
+            found = {c["name"]: c for c in inspect(conn).get_columns("regions")}
     finally:
         db.close()
+    assert set(found) == {"id", "process_id", "first_seq", "last_seq"} | {
+        f.column for f in REGION_FIELDS
+    }
+    for f in REGION_FIELDS:
+        column = found[f.column]
+        assert column["nullable"] == f.nullable, f.name
+        shown = str(column["type"]).upper()
+        if f.spec.sql == "string":
+            assert shown.startswith("VARCHAR") and column["type"].length == f.spec.length
+        elif f.spec.sql == "path":
+            assert "INT" in shown, f.name
+        else:
+            assert shown == kinds[f.spec.sql], (f.name, shown)
 
 
 @pytest.mark.parametrize(

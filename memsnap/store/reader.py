@@ -20,7 +20,15 @@ from sqlalchemy import BigInteger, Connection, Row, Select, literal, or_, select
 
 from memsnap.errors import NotFoundError
 from memsnap.match import compile_name, name_matches
-from memsnap.model import ProcessIdentity, Region, Snapshot, SnapshotFilter, Totals
+from memsnap.model import (
+    PAIRING_FIELDS,
+    REGION_FIELDS,
+    ProcessIdentity,
+    Region,
+    Snapshot,
+    SnapshotFilter,
+    Totals,
+)
 from memsnap.store.rawsql import placeholder
 from memsnap.store.schema import (
     U64_REGION_FIELDS,
@@ -136,22 +144,16 @@ def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
 # Regions are read with hand-written SQL straight from the driver (a layout can hold
 # 60,000 rows: SQLAlchemy's Row objects and per-value type processing would cost more
 # than SQLite's own work), the U64 columns as stored (value - 2**63).
-_SQL_OF_FIELD = {"start": "r.start_addr", "end": "r.end_addr", "path": "p.text"}
+_SQL_OF_FIELD = {
+    f.name: "p.text" if f.spec.sql == "path" else f"r.{f.column}"
+    for f in REGION_FIELDS
+    if f.column != f.name
+}
+_BOOL_FIELDS = {f.name for f in REGION_FIELDS if f.spec.sql == "bool"}
 # What pairing the regions of two different processes looks at (diff.IDENTITY_FIELDS,
 # the pairing key, the libraries): every other field is only read for the regions a
 # diff reports. Fewer columns is most of a 60,000-row read: each value read is an object.
-_PAIRING_FIELDS = (
-    "start",
-    "end",
-    "perms",
-    "offset",
-    "path",
-    "deleted",
-    "kind",
-    "rss",
-    "pss",
-    "swap",
-)
+_PAIRING_FIELDS = PAIRING_FIELDS
 
 # A Region from a tuple of its fields, without a Python-level call per region.
 _new_region = cast(Callable[[tuple[Any, ...]], Region], partial(tuple.__new__, Region))
@@ -189,7 +191,7 @@ def _read_regions(
         col = by_field.get(f, none)
         if f in U64_REGION_FIELDS and col is not none:
             col = list(map(U64_SHIFT.__add__, col))
-        elif f == "deleted" and col is not none:
+        elif f in _BOOL_FIELDS and col is not none:
             col = list(map(bool, col))
         cols.append(col)
     return list(map(_new_region, zip(*cols, strict=True))), ids

@@ -2,8 +2,10 @@
 
 Core, not the ORM: memsnap reads and writes in bulk and never needs identity-mapped
 objects, and keeping `sqlalchemy.orm` off the start-up path saves a measurable share
-of every command (README, Performance). Typed ORM models of these same tables, for
-code that wants them, are in `memsnap.store.models`.
+of every command (README, Performance). This is the one description of the schema:
+the `regions` table's region columns are built from `memsnap.model.Region`'s
+declaration, and the migrations (which are history, and stay as written) are checked
+against these tables by the tests.
 
 Storage grows with change, not with time: a region row lives from the snapshot it first
 appeared in (`first_seq`) to the last one it was seen in (`last_seq`, NULL while it is
@@ -38,12 +40,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from memsnap.model import SIZE_ATTRS
+from memsnap.model import REGION_FIELDS, U64_FIELDS, RegionField
 
 U64_SHIFT = 2**63
 # The region fields kept in U64 columns (start_addr, end_addr, offset, inode): code that
 # reads or writes region rows through the driver shifts these itself.
-U64_REGION_FIELDS = ("start", "end", "offset", "inode")
+U64_REGION_FIELDS = U64_FIELDS
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -90,9 +92,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _sizes() -> list[Column[int]]:
-    """The smaps sizes a region row keeps, in bytes; NULL where not recorded."""
-    return [Column(attr, BigInteger, nullable=True) for attr in SIZE_ATTRS]
+def _region_column(f: RegionField) -> Column[Any]:
+    """A region field's column, as `memsnap.model.Region` declares it."""
+    sql = f.spec.sql
+    if sql == "path":
+        return Column(f.column, ForeignKey("paths.id"), nullable=f.nullable)
+    kind: Any = {"u64": U64(), "bigint": BigInteger, "bool": Boolean, "text": Text}.get(sql)
+    if sql == "string":
+        kind = String(f.spec.length)
+    assert kind is not None, f"{f.name}: no column type {sql!r}"
+    return Column(f.column, kind, nullable=f.nullable)
 
 
 # A process as the kernel knows it: pids are reused, (host, boot, pid, start) are not.
@@ -169,17 +178,8 @@ regions = Table(
     Column("process_id", ForeignKey("processes.id", ondelete="CASCADE"), nullable=False),
     Column("first_seq", Integer, nullable=False),
     Column("last_seq", Integer, nullable=True),
-    Column("start_addr", U64(), nullable=False),
-    Column("end_addr", U64(), nullable=False),
-    Column("perms", String(4), nullable=False),
-    Column("offset", U64(), nullable=False),
-    Column("dev", String(32), nullable=False),
-    Column("inode", U64(), nullable=False),
-    Column("path_id", ForeignKey("paths.id"), nullable=True),
-    Column("deleted", Boolean, nullable=False),
-    Column("kind", String(16), nullable=False),
-    *_sizes(),
-    Column("vm_flags", Text, nullable=True),
+    # Every field of a region (model.Region's declaration), in its order.
+    *map(_region_column, REGION_FIELDS),
     Index("ix_regions_process_first", "process_id", "first_seq"),
     Index("ix_regions_process_last", "process_id", "last_seq"),
 )

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select
 
 from memsnap.model import (
-    SIZE_ATTRS,
+    REGION_FIELDS,
     Columns,
     Mapping,
     ProcessIdentity,
@@ -55,19 +55,7 @@ _CHUNK = 500
 _PATHS_REMEMBERED = 100_000  # path ids a connection remembers at most
 _OPEN_ROWS_BATCH = 2000
 # The region columns in the order of `Mapping`'s fields (path as its id), then kind.
-_KEY_COLUMNS = (
-    "start_addr",
-    "end_addr",
-    "perms",
-    "offset",
-    "dev",
-    "inode",
-    "path_id",
-    "deleted",
-    *SIZE_ATTRS,
-    "vm_flags",
-    "kind",
-)
+_KEY_COLUMNS = tuple(f.column for f in REGION_FIELDS)
 _SHIFTED = [Mapping._fields.index(f) for f in U64_REGION_FIELDS]  # positions within a key
 
 
