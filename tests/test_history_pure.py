@@ -8,15 +8,17 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
+from test_history import NOW as T0
+from test_history import snap
 
 from memsnap import history
 from memsnap.errors import NotFoundError, SeveralProcesses
-from memsnap.model import ProcessIdentity, Region, Snapshot, SnapshotFilter, Totals
+from memsnap.model import Region, Snapshot, SnapshotFilter, Totals
 
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 LIBC = "/usr/lib/libc.so.6"
 LIBZ = "/usr/lib/libz.so.1"
 
@@ -30,22 +32,7 @@ def region(
 
 
 def snapshot(sid: int, process_id: int, seq: int, pid: int = 100, minutes: int = 0) -> Snapshot:
-    return Snapshot(
-        id=sid,
-        process_id=process_id,
-        seq=seq,
-        taken_at=T0 + timedelta(minutes=minutes),
-        identity=ProcessIdentity("vm", "boot-1", pid, 1000 + process_id),
-        command="target",
-        cmdline=("./target",),
-        exe="/tmp/target",
-        label=None,
-        page_size=4096,
-        kernel=None,
-        source="live",
-        has_smaps=True,
-        totals=Totals(),
-    )
+    return replace(snap(sid, process_id, pid, "target", minutes), seq=seq)
 
 
 class Layouts:
