@@ -43,6 +43,21 @@ def fixture_text(name: str) -> str:
     return capture_path(name).read_text(encoding="utf-8", errors="surrogateescape")
 
 
+# Fixtures that start the C helper: a test using one starts a real process, and must say
+# so with @pytest.mark.live, so that `pytest -m "not live"` runs only what needs neither a
+# compiler nor a process to watch.
+LIVE_FIXTURES = frozenset({"target", "target_binary", "hostile", "findings_binary"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses = LIVE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("live") is None:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {', '.join(sorted(uses))} but is not marked live"
+            )
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL of an empty database: a fresh SQLite file, or a fresh PostgreSQL schema."""

@@ -36,6 +36,7 @@ def recorded_pids(cli: Cli) -> list[int]:
     return [s["pid"] for s in snaps]
 
 
+@pytest.mark.live
 def test_record_all_records_our_children_and_counts_skips(
     sqlite_cli: Cli, children: list[int]
 ) -> None:
@@ -50,6 +51,7 @@ def test_record_all_records_our_children_and_counts_skips(
         assert "(kernel threads)" in summary
 
 
+@pytest.mark.live
 def test_name_selects_by_regex(sqlite_cli: Cli, children: list[int]) -> None:
     out = sqlite_cli("record", "--all", "--name", f"^{NAME}$")
     assert out.exit_code == 0, out.stderr
@@ -59,6 +61,7 @@ def test_name_selects_by_regex(sqlite_cli: Cli, children: list[int]) -> None:
     assert recorded_pids(sqlite_cli).count(children[0]) == 2
 
 
+@pytest.mark.live
 def test_all_watch_rounds(sqlite_cli: Cli, children: list[int]) -> None:
     out = sqlite_cli("record", "--all", "--name", f"^{NAME}$", "--every", "0.1", "--count", "2")
     assert out.exit_code == 0, out.stderr
@@ -71,6 +74,7 @@ def test_all_and_pids_together_is_a_usage_error(sqlite_cli: Cli) -> None:
     assert out.exit_code == 2 and "--all" in out.stderr
 
 
+@pytest.mark.live
 def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
     sqlite_cli: Cli, children: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,6 +42,7 @@ def region_count(pid: int) -> int:
     return read_bytes(f"/proc/{pid}/maps").count(b"\n")
 
 
+@pytest.mark.live
 def test_process_killed_mid_read_is_never_stored_truncated(
     target_binary: Path, sqlite_url: str
 ) -> None:
@@ -109,11 +110,13 @@ def test_stat_tells_an_exiting_process() -> None:
     assert Stat.parse(base.format(state="X", flags=0, vsize=0) + tail).exiting
 
 
+@pytest.mark.live
 def test_own_stat_parses() -> None:
     me = Proc().stat(os.getpid())
     assert me.state == "R" and not me.exiting and me.vsize > 0 and me.space[0] > 0
 
 
+@pytest.mark.live
 def test_watch_of_a_process_killed_mid_read_ends_without_a_truncated_snapshot(
     target: Target, sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,6 +159,7 @@ def test_trailing_nul_padding_is_not_arguments() -> None:
     assert split_cmdline("") == ()
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("reap", [True, False])
 def test_killed_process_message(target: Target, sqlite_cli: Cli, reap: bool) -> None:
     pid = target.pid

@@ -97,6 +97,7 @@ def test_malformed_import_names_the_line_and_stores_nothing(
     assert sqlite_cli("list", "--format", "json").stdout.count('"id"') == 0
 
 
+@pytest.mark.live
 def test_kernel_thread_is_refused(sqlite_cli: Cli) -> None:
     comm = Path("/proc/2/comm")
     if not comm.exists() or comm.read_text().strip() != "kthreadd":
@@ -105,6 +106,7 @@ def test_kernel_thread_is_refused(sqlite_cli: Cli) -> None:
     assert "kernel thread" in err and "pid 2" in err
 
 
+@pytest.mark.live
 def test_several_pids_one_failing(sqlite_cli: Cli, target: Target) -> None:
     done = sqlite_cli("record", str(target.pid), "999999999", str(os.getpid()))
     assert done.exit_code == 1
@@ -271,6 +273,7 @@ def test_unopenable_database_is_exit_1(tmp_path: Path) -> None:
     assert "not a memsnap database" in err
 
 
+@pytest.mark.live
 def test_a_command_gives_the_cycle_collector_back(sqlite_cli: Cli) -> None:
     import gc
 

@@ -74,6 +74,7 @@ def _root_only(tmp_path: Path) -> Path:
 # --- item 9.2: the path cannot be hijacked ---------------------------------------------
 
 
+@pytest.mark.live
 def test_a_planted_dangling_link_is_never_followed(
     shared_folder: Path, tmp_path: Path, target: Target
 ) -> None:
@@ -98,6 +99,7 @@ def test_a_link_to_an_existing_database_is_refused_too(tmp_path: Path) -> None:
         open_database(str(link), create=False)
 
 
+@pytest.mark.live
 def test_a_file_someone_else_created_is_not_adopted(shared_folder: Path, target: Target) -> None:
     if os.geteuid() != 0:
         pytest.skip("the attack is on root's database")
@@ -144,6 +146,7 @@ def test_folders_are_created_0700_whatever_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.live
 def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
     fifo = tmp_path / "memsnap.db"
     os.mkfifo(fifo)
@@ -153,6 +156,7 @@ def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
+@pytest.mark.live
 def test_dev_null_is_refused_before_sqlite_touches_it() -> None:
     journal = Path("/dev/null-journal")
     if journal.exists():
@@ -177,6 +181,7 @@ def readable_by_all() -> Iterator[Path]:
     shutil.rmtree(folder)
 
 
+@pytest.mark.live
 def test_a_database_the_user_may_only_read_can_be_read(
     readable_by_all: Path, as_nobody: list[str], target: Target
 ) -> None:
@@ -199,6 +204,7 @@ def test_a_database_the_user_may_only_read_can_be_read(
     assert sorted(p.name for p in path.parent.iterdir()) == ["memsnap.db"]
 
 
+@pytest.mark.live
 def test_a_read_only_database_needing_an_upgrade_says_so(
     readable_by_all: Path, as_nobody: list[str]
 ) -> None:
@@ -253,6 +259,7 @@ def test_reading_an_empty_postgres_schema_creates_no_table(pg_url: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.live
 def test_record_still_creates_the_database(tmp_path: Path, target: Target) -> None:
     path = tmp_path / "new" / "memsnap.db"
     assert Cli(str(path))("record", str(target.pid)).exit_code == 0
@@ -268,6 +275,7 @@ def test_postgres_urls_mean_psycopg() -> None:
     assert resolve_url("postgresql+psycopg://u@h/d") == "postgresql+psycopg://u@h/d"
 
 
+@pytest.mark.live
 def test_a_postgres_url_records_and_lists(pg_url: str, target: Target) -> None:
     short = pg_url.replace("postgresql+psycopg://", "postgres://", 1)
     cli = Cli(short)
@@ -319,6 +327,7 @@ def test_a_writer_kept_waiting_says_for_what(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.live
 def test_on_a_terminal_record_says_it_waits_for_the_lock(tmp_path: Path, target: Target) -> None:
     path = tmp_path / "memsnap.db"
     open_database(str(path)).close()

@@ -43,6 +43,7 @@ def close_to(measured: int, expected: int, share: float = 0.05) -> bool:
     return abs(measured - expected) <= share * expected
 
 
+@pytest.mark.live
 def test_a_process_changing_over_time(cli: Cli, target: Target) -> None:
     s0 = record(cli, target.pid)
     heap0, stack0 = kernel_size(target.pid, "[heap]"), kernel_size(target.pid, "[stack]")
@@ -116,6 +117,7 @@ def test_mprotect_adding_x_is_called_out(sqlite_cli: Cli, tmp_path: Path) -> Non
     assert [(m["before"]["perms"], m["after"]["perms"]) for m in made] == [("rw-p", "r-xp")]
 
 
+@pytest.mark.live
 def test_two_runs_of_one_program_match_by_identity(cli: Cli, target_binary: Path) -> None:
     one, two = Target(target_binary), Target(target_binary)
     try:
@@ -156,6 +158,7 @@ def test_two_runs_of_one_program_match_by_identity(cli: Cli, target_binary: Path
         assert c["after"] == shown[b][c["after"]["start"]]
 
 
+@pytest.mark.live
 def test_show_at_spellings_and_errors(sqlite_cli: Cli, target: Target) -> None:
     first = record(sqlite_cli, target.pid)
     time.sleep(1.1)
@@ -191,6 +194,7 @@ def test_show_at_spellings_and_errors(sqlite_cli: Cli, target: Target) -> None:
     assert at("now", "--name", "^target$") == second
 
 
+@pytest.mark.live
 def test_replay(sqlite_cli: Cli, target: Target) -> None:
     ids = [record(sqlite_cli, target.pid)]
     target.send("heap 10485760")
@@ -227,6 +231,7 @@ def _complete(cli: Cli) -> list[dict[str, object]]:
     return list(snaps)
 
 
+@pytest.mark.live
 def test_watch_until_the_process_exits(sqlite_url: str, target: Target) -> None:
     watcher = _memsnap(sqlite_url, "record", str(target.pid), "--every", "0.1")
     assert watcher.stdout is not None
@@ -242,6 +247,7 @@ def test_watch_until_the_process_exits(sqlite_url: str, target: Target) -> None:
     assert len(kept) == len(announced) >= 3
 
 
+@pytest.mark.live
 def test_watch_interrupted_keeps_every_finished_snapshot(sqlite_url: str, target: Target) -> None:
     target.send("pages 3000")  # a bigger process: a snapshot takes long enough to hit
     watcher = _memsnap(sqlite_url, "record", str(target.pid), "--every", "0.05")
@@ -261,6 +267,7 @@ def test_watch_interrupted_keeps_every_finished_snapshot(sqlite_url: str, target
     assert announced >= 2 and announced <= len(kept) <= announced + 1
 
 
+@pytest.mark.live
 def test_watch_count(sqlite_cli: Cli, target: Target) -> None:
     out = sqlite_cli("record", str(target.pid), "--every", "0.1", "--count", "3")
     assert out.exit_code == 0 and len(out.stdout.splitlines()) == 3
@@ -297,6 +304,7 @@ def test_a_watch_collects_cycles_between_rounds() -> None:
             gc.enable()
 
 
+@pytest.mark.live
 @pytest.mark.parametrize(
     "args",
     [
@@ -312,6 +320,7 @@ def test_watch_usage_errors(sqlite_cli: Cli, args: list[str]) -> None:
     assert out.exit_code == 2 and out.stdout == ""
 
 
+@pytest.mark.live
 def test_storage_grows_with_change_not_time(tmp_path: Path, target: Target) -> None:
     """Recording an unchanged 20,000-mapping process 30 more times costs less than its
     first snapshot did."""

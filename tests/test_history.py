@@ -225,6 +225,7 @@ def killed_sleep(cli: Cli) -> int:
     return proc.pid
 
 
+@pytest.mark.live
 def test_an_import_under_a_dead_process_pid_is_another_history(cli: Cli) -> None:
     pid = killed_sleep(cli)
     time.sleep(0.01)
@@ -275,6 +276,7 @@ def spawn_with_pid(pid: int, argv: list[str]) -> subprocess.Popen[str] | None:
     return None
 
 
+@pytest.mark.live
 def test_a_reused_pid_is_two_histories_issue_10_1(cli: Cli) -> None:
     pid = killed_sleep(cli)
     between = datetime.now(timezone.utc)
@@ -322,6 +324,7 @@ def python_target(tmp_path: Path) -> Iterator[int]:
     proc.wait()
 
 
+@pytest.mark.live
 def test_name_finds_a_script_by_its_argument(cli: Cli, python_target: int) -> None:
     other = subprocess.Popen(["sleep", "60"])
     try:
@@ -350,6 +353,7 @@ def test_name_finds_a_script_by_its_argument(cli: Cli, python_target: int) -> No
     plain_error(cli("replay"), 2)
 
 
+@pytest.mark.live
 def test_diff_pid_is_the_last_two_snapshots_of_that_process(cli: Cli, target: Target) -> None:
     imported(cli, 10)  # another process: the database is there, the pid is not in it
     err = plain_error(cli("diff", "--pid", str(target.pid)), 1)
@@ -379,6 +383,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.live
 def test_ctrl_c_ends_a_name_pattern_that_backtracks_forever(tmp_path: Path) -> None:
     db = str(tmp_path / "m.db")
     runner = Cli(db)

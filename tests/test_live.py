@@ -39,6 +39,7 @@ def build_everything(target: Target, tmp_path: Path) -> dict[str, int]:
     }
 
 
+@pytest.mark.live
 def test_record_matches_proc_maps_and_smaps(cli: Cli, target: Target, tmp_path: Path) -> None:
     build_everything(target, tmp_path)
     doc = recorded(cli, target.pid)
@@ -64,6 +65,7 @@ def test_record_matches_proc_maps_and_smaps(cli: Cli, target: Target, tmp_path: 
     assert snapshot["totals"]["rss"] == sum(m.rss or 0 for m in kernel)
 
 
+@pytest.mark.live
 def test_maps_lines_are_the_kernels_own(cli: Cli, target: Target, tmp_path: Path) -> None:
     # The raw maps text, not smaps: paths with a newline come back escaped exactly.
     build_everything(target, tmp_path)
@@ -78,6 +80,7 @@ def test_maps_lines_are_the_kernels_own(cli: Cli, target: Target, tmp_path: Path
     assert doc["snapshot"]["totals"]["rss"] is None  # type: ignore[index]
 
 
+@pytest.mark.live
 def test_classification_of_a_live_process(cli: Cli, target: Target, tmp_path: Path) -> None:
     at = build_everything(target, tmp_path)
     doc = recorded(cli, target.pid)
@@ -117,6 +120,7 @@ def test_classification_of_a_live_process(cli: Cli, target: Target, tmp_path: Pa
     assert vdso == {"[vdso]": "vdso", "[vvar]": "vvar"}
 
 
+@pytest.mark.live
 @pytest.mark.skipif(shutil.which("pmap") is None, reason="pmap (procps) is not installed")
 def test_rss_agrees_with_pmap(cli: Cli, target: Target, tmp_path: Path) -> None:
     build_everything(target, tmp_path)
@@ -137,6 +141,7 @@ def test_rss_agrees_with_pmap(cli: Cli, target: Target, tmp_path: Path) -> None:
         assert rows[int(r["start"], 16)] == r["rss"], r["start"]
 
 
+@pytest.mark.live
 def test_unchanged_process_adds_no_regions(db_url: str, target: Target) -> None:
     from sqlalchemy import func, select
 
@@ -176,6 +181,7 @@ def test_unchanged_process_adds_no_regions(db_url: str, target: Target) -> None:
         db.close()
 
 
+@pytest.mark.live
 def test_layout_of_each_snapshot_survives_later_changes(cli: Cli, target: Target) -> None:
     before = recorded(cli, target.pid)
     target.send("anon 7340032")
@@ -188,6 +194,7 @@ def test_layout_of_each_snapshot_survives_later_changes(cli: Cli, target: Target
     assert after["regions"] != before["regions"]
 
 
+@pytest.mark.live
 def test_a_change_writes_only_the_changed_rows(db_url: str, target: Target) -> None:
     from sqlalchemy import func, select
 

@@ -136,6 +136,7 @@ def _other_pid() -> int:
     return subprocess.Popen(["sleep", "30"]).pid
 
 
+@pytest.mark.live
 def test_no_control_character_reaches_a_terminal(cli: Cli, hostile: Target) -> None:
     nul = _hostile_database(cli, hostile)
     pid = str(hostile.pid)
@@ -184,6 +185,7 @@ def _strings(doc: object) -> Iterator[str]:
             yield from _strings(value)
 
 
+@pytest.mark.live
 def test_colours_survive_and_data_cannot_add_its_own(
     cli: Cli, hostile: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +201,7 @@ def test_colours_survive_and_data_cannot_add_its_own(
     assert "\x1b[1;32m" in cli("show", "1", "--gaps").stdout  # memsnap's own still work
 
 
+@pytest.mark.live
 def test_error_messages_show_names_harmlessly(cli: Cli, hostile: Target) -> None:
     _hostile_database(cli, hostile)
     for args, code in (
@@ -280,6 +283,7 @@ def test_summary_share_is_of_the_whole_process(sqlite_cli: Cli) -> None:
     assert heap_row[4] == f"{100 * heap / total:.1f}%" != "50.0%"
 
 
+@pytest.mark.live
 def test_diff_with_a_side_without_smaps_compares_what_both_have(
     sqlite_cli: Cli, target: Target
 ) -> None:
@@ -475,6 +479,7 @@ def test_kind_takes_comma_lists(sqlite_cli: Cli) -> None:
     assert {r["kind"] for r in doc["regions"]} == {"heap", "stack", "vdso"}
 
 
+@pytest.mark.live
 def test_list_has_a_source_column(sqlite_cli: Cli, target: Target) -> None:
     _import(sqlite_cli, LOCAL_MAPS)
     assert sqlite_cli("record", str(target.pid)).exit_code == 0

@@ -151,6 +151,7 @@ def region_rows(url: str) -> int:
         db.close()
 
 
+@pytest.mark.live
 def test_prune_keeps_exactly_what_the_policy_says_and_reads_back_the_same(
     cli: Cli, db_url: str, target_binary: Path, tmp_path: Path
 ) -> None:
@@ -192,6 +193,7 @@ def test_prune_keeps_exactly_what_the_policy_says_and_reads_back_the_same(
     assert not libz & path_texts(db_url)
 
 
+@pytest.mark.live
 def test_prune_applies_per_process_and_json_counts(
     cli: Cli, db_url: str, target_binary: Path
 ) -> None:
@@ -215,6 +217,7 @@ def test_prune_applies_per_process_and_json_counts(
     assert taken == sorted(taken, reverse=True)  # newest first, as `list`
 
 
+@pytest.mark.live
 def test_prune_within_and_name_and_host_filters(cli: Cli, db_url: str, target_binary: Path) -> None:
     one = Target(target_binary)
     try:
@@ -349,6 +352,7 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.live
 def test_a_prune_killed_halfway_loses_nothing_it_should_keep(
     cli: Cli, db_url: str, target_binary: Path, tmp_path: Path
 ) -> None:
@@ -380,6 +384,7 @@ def test_a_prune_killed_halfway_loses_nothing_it_should_keep(
     assert [seqs_of(cli, pid) for pid in (first, second, third)] == [[1, 10]] * 3
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("newest_path", ["deleted", "libz"])
 def test_a_recorder_remembering_a_path_prune_deleted_still_records(
     cli: Cli, db_url: str, target: Target, tmp_path: Path, newest_path: str
@@ -421,6 +426,7 @@ def test_a_recorder_remembering_a_path_prune_deleted_still_records(
     assert libz_left == (newest_path == "libz")
 
 
+@pytest.mark.live
 def test_prune_of_a_database_the_user_may_only_read_says_so(target: Target) -> None:
     import test_dbpath
 

@@ -60,6 +60,7 @@ def assert_complete(cli: Cli) -> None:
 # --- concurrency --------------------------------------------------------------------
 
 
+@pytest.mark.live
 def test_four_writers_at_once_keep_all_forty(db_url: str, target_binary: Path) -> None:
     """Four `memsnap record` processes on one new database at once, each recording a
     process of its own and one they all share, ten snapshots each."""
@@ -146,6 +147,7 @@ def test_postgres_database_from_a_newer_memsnap_is_refused(pg_url: str) -> None:
     assert _pg_state(pg_url) == before
 
 
+@pytest.mark.live
 def test_cli_refuses_foreign_files_with_exit_1(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40)
@@ -264,6 +266,7 @@ def test_failed_migration_leaves_the_database_as_it_was(
 # --- processes ----------------------------------------------------------------------
 
 
+@pytest.mark.live
 def test_pid_reused_between_reads_records_nothing(
     sqlite_cli: Cli, target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,6 +283,7 @@ def test_pid_reused_between_reads_records_nothing(
     assert snapshots(sqlite_cli) == []
 
 
+@pytest.mark.live
 def test_process_exiting_between_reads_records_nothing(
     sqlite_cli: Cli, target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,6 +300,7 @@ def test_process_exiting_between_reads_records_nothing(
     assert "Traceback" not in out.stderr and snapshots(sqlite_cli) == []
 
 
+@pytest.mark.live
 def test_zombie_is_refused(sqlite_cli: Cli) -> None:
     child = subprocess.Popen(["true"])
     try:
@@ -309,6 +314,7 @@ def test_zombie_is_refused(sqlite_cli: Cli) -> None:
     assert out.exit_code == 1 and "zombie" in out.stderr
 
 
+@pytest.mark.live
 def test_gone_process_is_a_process_gone_error(target: Target) -> None:
     pid = target.pid
     target.stop()
@@ -334,6 +340,7 @@ def unprivileged() -> Iterator[tuple[list[str], Path]]:
     shutil.rmtree(folder)
 
 
+@pytest.mark.live
 def test_another_users_process_is_permission_denied(
     unprivileged: tuple[list[str], Path], target: Target
 ) -> None:
@@ -363,6 +370,7 @@ def test_huge_and_endless_imports_are_refused(sqlite_cli: Cli, tmp_path: Path) -
     assert not Path(sqlite_cli.url).exists()  # refused before the database was opened
 
 
+@pytest.mark.live
 def test_endless_pipe_is_refused_before_memory_runs_out(sqlite_url: str) -> None:
     yes = subprocess.Popen(
         ["yes", "00400000-00401000 r-xp 00000000 08:02 1 /bin/x"], stdout=subprocess.PIPE
@@ -395,6 +403,7 @@ def test_endless_pipe_is_refused_before_memory_runs_out(sqlite_url: str) -> None
 # --- hostile text -------------------------------------------------------------------
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_labels_and_names_pass_through(cli: Cli, target: Target, value: str) -> None:
     done = cli("record", str(target.pid), "--label", value)
@@ -427,6 +436,7 @@ def test_undecodable_bytes_in_paths_and_names(cli: Cli) -> None:
     assert [r["kind"] for r in doc["regions"]] == ["text", "data"]
 
 
+@pytest.mark.live
 def test_a_record_that_fails_leaves_no_row_at_all(
     sqlite_url: str, target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from conftest import Cli, Target, capture_path
@@ -90,6 +91,7 @@ def region_rows(url: str, view: str, where: str = "", **params: Any) -> list[dic
     return sorted(rows, key=lambda r: (r["snapshot_id"], int(r["start"], 16)))
 
 
+@pytest.mark.live
 def test_views_say_what_show_and_list_say(
     cli: Cli, db_url: str, target: Target, tmp_path: Path
 ) -> None:
