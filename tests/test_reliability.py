@@ -13,14 +13,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from conftest import Cli, Target
-from memsnap.capture.procfs import Proc, Stat
+from fakeproc import FakeProc, FakeProcess, FakeProcTree, smaps_of
+from memsnap.capture.procfs import PF_EXITING, Proc
 from memsnap.errors import DatabaseError, ProcessGone
 from memsnap.store.database import SCHEMA_HEAD, migrations_dir, open_database, upgrade
 
@@ -266,38 +266,95 @@ def test_failed_migration_leaves_the_database_as_it_was(
 # --- processes ----------------------------------------------------------------------
 
 
-@pytest.mark.live
-def test_pid_reused_between_reads_records_nothing(
-    sqlite_cli: Cli, target: Target, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = Proc.stat
-    shift = iter([0, 100])  # the start time as read before and after the map
+# Between the read of the map and the stat taken after it, no live process can be made
+# to exit, exec or hand its pid on at will: a fake /proc tree (tests/fakeproc.py) changes
+# exactly there. The real kernel's side of the same promise is in test_capture.py
+# (processes killed mid-read).
 
-    def reused(self: Proc, pid: int) -> Stat:
-        found = real(self, pid)
-        return replace(found, start_ticks=found.start_ticks + next(shift))
+FAKE_PID = 4242
+THREAD_SYSCALL = "7 0x0 0x0 0x0 0x0 0x0 0x0 0x7ffc3a01fe40 0x55d000401234\n"
 
-    monkeypatch.setattr(Proc, "stat", reused)
-    out = sqlite_cli("record", str(target.pid))
-    assert out.exit_code == 1 and "pid was reused" in out.stderr
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeProc:
+    """A fake /proc holding one process, which `memsnap record` reads instead of /proc."""
+    import memsnap.capture.procfs
+
+    proc = FakeProc(FakeProcTree(tmp_path / "proc"))
+    proc.tree.add(FakeProcess(FAKE_PID, threads={FAKE_PID + 1: THREAD_SYSCALL}))
+    monkeypatch.setattr(memsnap.capture.procfs, "Proc", lambda: proc)
+    return proc
+
+
+def test_a_fake_proc_tree_records_like_proc(sqlite_cli: Cli, fake: FakeProc) -> None:
+    # The tree is read as /proc is: every file, and the snapshot says what they hold.
+    out = sqlite_cli("record", str(FAKE_PID))
+    assert out.exit_code == 0, out.stderr
+    doc = json.loads(sqlite_cli("show", "1", "--format", "json").stdout)
+    snap = doc["snapshot"]
+    assert (snap["pid"], snap["command"], snap["cmdline"], snap["exe"]) == (
+        FAKE_PID,
+        "prog",
+        ["/usr/bin/prog", "--serve"],
+        "/usr/bin/prog",
+    )
+    assert snap["start_ticks"] == 123456
+    assert snap["boot_id"] == "0c5c1ef4-0000-4000-8000-000000000001"
+    assert [(r["start"], r["kind"], r["rss"]) for r in doc["regions"]] == [
+        ("0x55d000400000", "text", 4096),
+        ("0x55d000408000", "data", 8192),
+        ("0x55d001000000", "heap", 12288),
+        ("0x7ffc3a000000", "stack", 16384),
+    ]
+    assert {"stat", "comm", "cmdline", "exe", "smaps", "task"} <= set(fake.opened)
+
+
+def test_pid_reused_between_reads_records_nothing(sqlite_cli: Cli, fake: FakeProc) -> None:
+    # The map is read; before the stat after it, the process exits and another takes
+    # its pid: same pid, a later start time.
+    fake.on_read("task", lambda: fake.tree.change(FAKE_PID, start_ticks=123556, comm="other"))
+    out = sqlite_cli("record", str(FAKE_PID))
+    assert out.exit_code == 1 and "pid was reused" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and snapshots(sqlite_cli) == []
+
+
+def test_process_exiting_between_reads_records_nothing(sqlite_cli: Cli, fake: FakeProc) -> None:
+    # The map was read; the process dies and is reaped before the reading ends.
+    fake.on_read("task", lambda: fake.tree.remove(FAKE_PID))
+    out = sqlite_cli("record", str(FAKE_PID))
+    assert out.exit_code == 1 and "no such process" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and snapshots(sqlite_cli) == []
+
+
+def test_a_map_cut_short_by_an_exit_is_not_stored(sqlite_cli: Cli, fake: FakeProc) -> None:
+    # The kernel ends the text early, with no error, once the address space is torn
+    # down: a well-formed half map, and a stat saying the process is exiting.
+    process = fake.tree.processes[FAKE_PID]
+    half = "".join(process.maps.splitlines(keepends=True)[:2])
+    exiting = process.flags | PF_EXITING
+    fake.on_read("smaps", lambda: fake.tree.change(FAKE_PID, smaps=smaps_of(half), flags=exiting))
+    out = sqlite_cli("record", str(FAKE_PID))
+    assert out.exit_code == 1 and "exited while it was read" in out.stderr, out.stderr
     assert snapshots(sqlite_cli) == []
 
 
-@pytest.mark.live
-def test_process_exiting_between_reads_records_nothing(
-    sqlite_cli: Cli, target: Target, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = Proc.thread_stack_pointers
+def test_a_program_run_while_the_map_is_read_is_not_stored(sqlite_cli: Cli, fake: FakeProc) -> None:
+    # exec: same pid, same start time, a new address space.
+    new_space = (0x400000, 0x401000, 0x7FFF0000)
+    fake.on_read("task", lambda: fake.tree.change(FAKE_PID, space=new_space))
+    out = sqlite_cli("record", str(FAKE_PID))
+    assert out.exit_code == 1 and "ran a new program" in out.stderr, out.stderr
+    assert snapshots(sqlite_cli) == []
 
-    def exit_midway(self: Proc, pid: int) -> tuple[int, ...]:
-        found = real(self, pid)
-        target.stop()  # the map was read; the process dies before the reading ends
-        return found
 
-    monkeypatch.setattr(Proc, "thread_stack_pointers", exit_midway)
-    out = sqlite_cli("record", str(target.pid))
-    assert out.exit_code == 1 and "no such process" in out.stderr
-    assert "Traceback" not in out.stderr and snapshots(sqlite_cli) == []
+def test_a_zombie_and_a_kernel_thread_have_no_map(sqlite_cli: Cli, fake: FakeProc) -> None:
+    fake.tree.change(FAKE_PID, smaps="", state="Z")
+    out = sqlite_cli("record", str(FAKE_PID))
+    assert out.exit_code == 1 and "zombie process" in out.stderr, out.stderr
+    fake.tree.change(FAKE_PID, smaps="", state="S")
+    out = sqlite_cli("record", str(FAKE_PID))
+    assert out.exit_code == 1 and "kernel thread" in out.stderr, out.stderr
+    assert snapshots(sqlite_cli) == []
 
 
 @pytest.mark.live
