@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Connection
 
 from conftest import Cli
 
@@ -87,9 +88,9 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
     looked_for: list[int] = []
     real = memsnap.store.writer.save_unchanged
 
-    def spy(conn: object, info: memsnap.model.SnapshotInfo, *rest: object) -> object:
+    def spy(conn: Connection, info: memsnap.model.SnapshotInfo, *rest: Any) -> object:
         looked_for.append(info.identity.pid)
-        return real(conn, info, *rest)  # type: ignore[arg-type]
+        return real(conn, info, *rest)
 
     real_quick = memsnap.capture.record.Proc.quick
 

@@ -7,12 +7,17 @@ import io
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import Cli, Target, capture_path, fixture_text
+from conftest import Cli, Result, Target, capture_path, fixture_text
 from memsnap.store.database import open_database
+
+if TYPE_CHECKING:
+    from memsnap.model import Region, Snapshot
 
 LOCAL_SMAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-smaps.txt"
 LOCAL_MAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-maps.txt"
@@ -24,7 +29,7 @@ def imported(cli: Cli, name: str, pid: int = 4242, *extra: str) -> int:
     return int(done.stdout.split()[1].rstrip(":"))
 
 
-def one_line_error(result: object, code: int) -> str:
+def one_line_error(result: Result, code: int) -> str:
     assert result.exit_code == code, result
     err = str(result.stderr)
     assert "Traceback" not in err and 1 <= len(err.strip().splitlines()) <= 2, err
@@ -328,7 +333,7 @@ def test_colored_rows_take_their_kinds_color_and_a_legend() -> None:
     assert "\x1b[" not in plain and "legend" not in plain
 
 
-def _snapshot_for(regions: list[object]) -> object:
+def _snapshot_for(regions: Sequence[Region]) -> Snapshot:
     from datetime import datetime, timezone
 
     from memsnap.model import ProcessIdentity, Snapshot, Totals

@@ -10,6 +10,7 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -73,7 +74,7 @@ def region(
     kind: str = "lib-text",
     **sizes: int | None,
 ) -> Region:
-    base: dict[str, int | None] = dict(
+    base: dict[str, Any] = dict(
         rss=12288,
         pss=6144,
         shared_clean=8192,
@@ -88,7 +89,7 @@ def region(
         locked=0,
     )
     base.update(sizes)
-    return Region(start, end, perms, offset, dev, inode, path, deleted, **base, kind=kind)  # type: ignore[arg-type]
+    return Region(start, end, perms, offset, dev, inode, path, deleted, **base, kind=kind)
 
 
 def anon(start: int, perms: str, kind: str = "anon", path: str | None = None) -> Region:
@@ -224,14 +225,15 @@ def test_dirty_text_needs_an_executable_file_mapping_and_smaps() -> None:
     data = region(perms="rw-p", kind="lib-data", private_dirty=4096, anonymous=4096)
     vdso = region(perms="r-xp", dev="00:00", inode=0, path="[vdso]", kind="vdso", anonymous=4096)
     jit = anon(0x7F00_0000_0000, "r-xp")._replace(anonymous=4096, private_dirty=4096)
-    maps_only = region(**{attr: None for attr in ("private_dirty", "anonymous", "swap")})
+    unread: dict[str, Any] = dict.fromkeys(("private_dirty", "anonymous", "swap"))
+    maps_only = region(**unread)
     assert dirty_text([data, vdso, jit, maps_only], NO_FACTS) == []
 
 
 # --- ddexec ---------------------------------------------------------------------------------
 
 
-def ddexec_trace(**changes: object) -> Region:
+def ddexec_trace(**changes: Any) -> Region:
     return anon(0x0666_0000, "r--p")._replace(**changes)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, Target, capture_path
+from conftest import Cli, Result, Target, capture_path
 from memsnap.errors import UsageError
 from memsnap.history import group_processes
 from memsnap.match import compile_name, name_matches
@@ -58,12 +58,12 @@ def ids(cli: Cli, *args: str) -> list[int]:
     return [doc["from"]["id"], doc["to"]["id"]]
 
 
-def plain_error(result: object, code: int) -> str:
-    assert result.exit_code == code, result  # type: ignore[attr-defined]
-    err = str(result.stderr)  # type: ignore[attr-defined]
+def plain_error(result: Result, code: int) -> str:
+    assert result.exit_code == code, result
+    err = str(result.stderr)
     assert "Traceback" not in err and 1 <= len(err.strip().splitlines()) <= 2, err
     assert "internal error" not in err and "database error" not in err, err
-    assert result.stdout == ""  # type: ignore[attr-defined]
+    assert result.stdout == ""
     return err
 
 

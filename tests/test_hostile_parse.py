@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,8 @@ from memsnap.parse import format_header, parse_text
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 # Any character a file name can hold: everything but NUL and '/' in one component.
-NAME_CHARS = st.characters(blacklist_characters="\x00/", blacklist_categories=("Cs",))
+NO_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+NAME_CHARS = st.characters(blacklist_characters="\x00/", blacklist_categories=NO_SURROGATES)
 
 
 @st.composite

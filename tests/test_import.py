@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, capture_path, fixture_text
+from conftest import Cli, Result, capture_path, fixture_text
 from memsnap.errors import ParseError
 from memsnap.parse import parse_lines, parse_text
 
@@ -23,7 +23,7 @@ ROLLUP = "prometheus-procfs-smaps_rollup-x86_64.txt"
 MAX_PATH_TEXT = 4 * 4095 + len(" (deleted)")
 
 
-def one_line_error(result: object, code: int) -> str:
+def one_line_error(result: Result, code: int) -> str:
     assert result.exit_code == code, result
     err = str(result.stderr)
     assert "Traceback" not in err and 1 <= len(err.strip().splitlines()) <= 2, err
@@ -35,7 +35,7 @@ def nothing_stored(cli: Cli) -> bool:
     listed = cli("list", "--format", "json")
     if listed.exit_code == 1:  # refused before the database was even created
         return "nothing recorded" in listed.stderr
-    return json.loads(listed.stdout)["snapshots"] == []
+    return bool(json.loads(listed.stdout)["snapshots"] == [])
 
 
 def regions_of(cli: Cli, snapshot: int) -> list[dict[str, object]]:

@@ -11,10 +11,12 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import Cli, Target
+from memsnap.model import ProcessIdentity, Region, Snapshot, Totals
 
 # Every control character a process or a database can hand memsnap: C0, DEL, C1.
 C0 = "".join(map(chr, range(0x00, 0x20)))
@@ -55,7 +57,7 @@ for line in sys.stdin:
 def hostile(tmp_path: Path) -> Iterator[Target]:
     """A process whose command, arguments and mapped file names carry every control."""
     name = bytes(tmp_path) + b"/" + NAME_BYTES
-    argv = [sys.executable, "-c", HOSTILE, COMM.hex(), name.hex(), NAME_BYTES]
+    argv: list[str | bytes] = [sys.executable, "-c", HOSTILE, COMM.hex(), name.hex(), NAME_BYTES]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     target = Target.__new__(Target)
     target.proc = proc
@@ -233,10 +235,8 @@ def _import(cli: Cli, name: str, pid: int = 4242, *extra: str) -> None:
     assert done.exit_code == 0, done.stderr
 
 
-def _snap(id_: int, has_smaps: bool = True, kinds: dict[str, object] | None = None) -> object:
+def _snap(id_: int, has_smaps: bool = True, kinds: dict[str, Totals] | None = None) -> Snapshot:
     from datetime import datetime, timezone
-
-    from memsnap.model import ProcessIdentity, Snapshot, Totals
 
     return Snapshot(
         id=id_,
@@ -253,13 +253,11 @@ def _snap(id_: int, has_smaps: bool = True, kinds: dict[str, object] | None = No
         source="live",
         has_smaps=has_smaps,
         totals=Totals(1, 4096, 0, 0, 0),
-        kinds=kinds or {},  # type: ignore[arg-type]
+        kinds=kinds or {},
     )
 
 
-def _region(start: int, size: int, perms: str = "rw-p", kind: str = "anon", **sizes: int) -> object:
-    from memsnap.model import Region
-
+def _region(start: int, size: int, perms: str = "rw-p", kind: str = "anon", **sizes: Any) -> Region:
     return Region(start, start + size, perms, 0, "00:00", 0, None, kind=kind, **sizes)
 
 
@@ -376,14 +374,14 @@ def test_gaps_draw_the_kernel_boundary_as_what_it_is(sqlite_cli: Cli) -> None:
     assert "EiB" not in summary
     # 5-level page tables: user space reaches 2**56.
     stack, vsyscall = _region(0xFF000000000000, 4096), _region(0xFFFFFFFFFF600000, 4096)
-    rows = with_gaps([stack, vsyscall])  # type: ignore[list-item]
+    rows = with_gaps([stack, vsyscall])
     assert [(r.start, r.end, r.path) for r in rows[1:3]] == [
         (0xFF000000001000, 1 << 56, None),
         (1 << 56, 0xFFFFFFFFFF600000, HOLE_PATH),
     ]
     # A 32-bit text: its kernel split is not in it; a gap is a gap.
     low, high = _region(0x8000, 4096), _region(0xFFFF0000, 4096, "r-xp", "other")
-    assert [r.path for r in with_gaps([low, high])] == [None, None, None]  # type: ignore[list-item]
+    assert [r.path for r in with_gaps([low, high])] == [None, None, None]
 
 
 def test_warnings_are_red_on_a_terminal() -> None:

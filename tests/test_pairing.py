@@ -91,14 +91,14 @@ def test_an_unchanged_layout_has_no_differences() -> None:
 
 
 def test_a_heap_growing_in_place_changes_its_end() -> None:
-    grown = HEAP._replace(end=HEAP.end + 0x21000, rss=HEAP.rss + 33 * PAGE)
+    grown = HEAP._replace(end=HEAP.end + 0x21000, rss=SMAPS["rss"] + 33 * PAGE)
     removed, added, changed = pair_by_address(LAYOUT, [TEXT, DATA, grown, LIBC, STACK])
     assert (removed, added) == ([], [])
     assert changed == [RegionChange(HEAP, grown, ("size", "end", "rss"))]
 
 
 def test_a_moved_heap_is_removed_and_added_by_address_and_paired_by_identity() -> None:
-    moved = HEAP._replace(start=0x55D002000000, end=0x55D002021000, pss=HEAP.pss - PAGE)
+    moved = HEAP._replace(start=0x55D002000000, end=0x55D002021000, pss=SMAPS["pss"] - PAGE)
     after = [TEXT, DATA, moved, LIBC, STACK]
     assert pair_by_address(LAYOUT, after) == ([HEAP], [moved], [])
     # Across processes addresses mean nothing: only what it holds is a change.
@@ -106,7 +106,7 @@ def test_a_moved_heap_is_removed_and_added_by_address_and_paired_by_identity() -
 
 
 def test_a_stack_growing_down_keeps_its_end() -> None:
-    grown = STACK._replace(start=STACK.start - 0x180000, rss=STACK.rss + 0x180000)
+    grown = STACK._replace(start=STACK.start - 0x180000, rss=SMAPS["rss"] + 0x180000)
     removed, added, changed = pair_by_address(LAYOUT, [TEXT, DATA, HEAP, LIBC, grown])
     assert (removed, added) == ([], [])
     assert changed == [RegionChange(STACK, grown, ("size", "start", "rss"))]
@@ -233,7 +233,7 @@ def test_identity_pairing_sees_through_randomised_addresses(seed: int) -> None:
 
     # One region of the second run holds more: that one, and only that, has changed.
     i = rng.randrange(len(after))
-    touched = after[i]._replace(rss=after[i].rss + PAGE)
+    touched = after[i]._replace(rss=SMAPS["rss"] + PAGE)
     after[i] = touched
     assert pair_by_identity(before, rng.sample(after, len(after))) == (
         [],
@@ -274,7 +274,7 @@ def a_diff() -> Diff:
     """A heap that grew, a library loaded, a writable and executable page, a stack that
     grew down, libc's text made executable from a readable mapping."""
     before = [TEXT, DATA, HEAP, LIBC._replace(perms="r--p"), STACK]
-    grown = HEAP._replace(end=HEAP.end + 0x100000, rss=HEAP.rss + 0x100000)
+    grown = HEAP._replace(end=HEAP.end + 0x100000, rss=SMAPS["rss"] + 0x100000)
     deeper = STACK._replace(start=STACK.start - 0x2000)
     after = [TEXT, DATA, grown, LIBC, LIBZ, RWX, deeper]
     return diff_snapshots(
@@ -328,7 +328,7 @@ def test_diff_json_names_every_field_in_its_place() -> None:
     assert doc["libraries"] == {"loaded": ["/usr/lib/libz.so.1.2.13"], "unloaded": []}
     assert doc["heap"] == {
         "before": {"size": 0x21000, "rss": HEAP.rss},
-        "after": {"size": 0x121000, "rss": HEAP.rss + 0x100000},
+        "after": {"size": 0x121000, "rss": SMAPS["rss"] + 0x100000},
         "delta": {"size": 0x100000, "rss": 0x100000},
     }
     assert doc["stack"]["delta"] == {"size": 0x2000, "rss": 0}

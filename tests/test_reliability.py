@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -44,7 +45,7 @@ def memsnap(db: str, *args: str, user: list[str] | None = None) -> subprocess.Co
     )
 
 
-def snapshots(cli: Cli) -> list[dict[str, object]]:
+def snapshots(cli: Cli) -> list[dict[str, Any]]:
     out = cli("list", "--format", "json")
     assert out.exit_code == 0, out.stderr
     return list(json.loads(out.stdout)["snapshots"])
@@ -54,7 +55,7 @@ def assert_complete(cli: Cli) -> None:
     """Every snapshot shows exactly the regions its totals count: none half-written."""
     for s in snapshots(cli):
         doc = json.loads(cli("show", str(s["id"]), "--format", "json").stdout)
-        assert len(doc["regions"]) == s["totals"]["regions"] > 0  # type: ignore[index]
+        assert len(doc["regions"]) == s["totals"]["regions"] > 0
 
 
 # --- concurrency --------------------------------------------------------------------

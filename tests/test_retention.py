@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from typing import Any, TypedDict
 
 import pytest
 
@@ -31,10 +32,18 @@ def kept_times(stamps: list[Stamp], policy: Policy, tz: timezone = UTC) -> list[
     return sorted(s.taken_at.strftime("%Y-%m-%d %H:%M") for s in stamps if s.seq in seqs)
 
 
-def _restic_cases() -> list[dict[str, object]]:
+class ResticCase(TypedDict):
+    """One case of restic's policy tests, as policy_cases.json holds it."""
+
+    golden: int
+    policy: dict[str, Any]
+    keep: list[str]
+
+
+def _restic_cases() -> list[ResticCase]:
     path = FIXTURES / "restic" / "policy_cases.json"
     assert path.is_file(), f"missing {path}"
-    cases: list[dict[str, object]] = json.loads(path.read_text())["cases"]
+    cases: list[ResticCase] = json.loads(path.read_text())["cases"]
     return cases
 
 
@@ -42,14 +51,14 @@ RESTIC = json.loads((FIXTURES / "restic" / "policy_cases.json").read_text())
 
 
 @pytest.mark.parametrize("case", _restic_cases(), ids=lambda c: f"golden{c['golden']}")
-def test_keeps_what_restic_keeps_plus_first_and_latest(case: dict[str, object]) -> None:
+def test_keeps_what_restic_keeps_plus_first_and_latest(case: ResticCase) -> None:
     stamps = history(*RESTIC["snapshots"])
-    spec = dict(case["policy"])  # type: ignore[call-overload]
+    spec = dict(case["policy"])
     if "within" in spec:
         spec["within"] = parse_duration(spec["within"])
     seqs = keep(stamps, Policy(**spec), UTC, NOW)
     got = Counter(s.taken_at for s in stamps if s.seq in seqs)
-    want = Counter(utc(t) for t in case["keep"])  # type: ignore[attr-defined]
+    want = Counter(utc(t) for t in case["keep"])
     # memsnap's own rule on top of restic's: the first and the latest always stay.
     for edge in (stamps[0], stamps[-1]):
         if want[edge.taken_at] < got[edge.taken_at]:

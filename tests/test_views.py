@@ -136,7 +136,7 @@ def test_views_say_what_show_and_list_say(
         }
         assert kinds == summary, s["id"]
     # latest_regions: the regions of the highest-seq snapshot of each process.
-    newest: dict[tuple[str, int, int], dict[str, Any]] = {}
+    newest: dict[tuple[str, str, int], dict[str, Any]] = {}
     for s in listed:
         key = (s["host"], s["boot_id"] or "", s["start_ticks"] or -s["id"])
         if key not in newest or s["seq"] > newest[key]["seq"]:
