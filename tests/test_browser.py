@@ -125,6 +125,7 @@ def marked(page: Any, mark: str) -> list[str]:
     )
 
 
+@pytest.mark.live
 def test_show_page_draws_every_region_with_legend_and_hover(
     sqlite_cli: Cli, target: Target, tmp_path: Path, open_page: Any
 ) -> None:
@@ -166,6 +167,7 @@ def test_show_page_draws_every_region_with_legend_and_hover(
     o.clean()
 
 
+@pytest.mark.live
 def test_diff_page_marks_exactly_the_added_removed_and_changed_regions(
     sqlite_cli: Cli, target: Target, tmp_path: Path, open_page: Any
 ) -> None:
@@ -195,6 +197,7 @@ def test_diff_page_marks_exactly_the_added_removed_and_changed_regions(
     o.clean()
 
 
+@pytest.mark.live
 def test_diff_of_two_processes_draws_them_side_by_side(
     sqlite_cli: Cli, target_binary: Path, tmp_path: Path, open_page: Any
 ) -> None:
@@ -219,6 +222,7 @@ def test_diff_of_two_processes_draws_them_side_by_side(
     o.clean()
 
 
+@pytest.mark.live
 def test_replay_chart_has_a_point_per_step_and_a_step_shows_its_changes(
     sqlite_cli: Cli, target: Target, tmp_path: Path, open_page: Any
 ) -> None:

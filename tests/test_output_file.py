@@ -33,6 +33,7 @@ def recorded(sqlite_url: str, target: Target) -> Recorded:
     return cli
 
 
+@pytest.mark.live
 @pytest.mark.parametrize(
     "args",
     [
@@ -60,6 +61,7 @@ def test_output_writes_the_document_to_a_private_file(
     assert out.read_text(encoding="utf-8") == recorded(*args).stdout
 
 
+@pytest.mark.live
 def test_output_replaces_a_planted_symlink_and_never_writes_through_it(
     recorded: Recorded, tmp_path: Path
 ) -> None:
@@ -74,6 +76,7 @@ def test_output_replaces_a_planted_symlink_and_never_writes_through_it(
     assert stat.S_IMODE(link.stat().st_mode) == 0o600
 
 
+@pytest.mark.live
 def test_an_existing_file_becomes_private_and_no_temporary_file_is_left(
     recorded: Recorded, tmp_path: Path
 ) -> None:
@@ -85,6 +88,7 @@ def test_an_existing_file_becomes_private_and_no_temporary_file_is_left(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["list.txt", "memsnap.db"]
 
 
+@pytest.mark.live
 def test_output_to_a_fifo_writes_into_it_and_leaves_it_a_fifo(
     recorded: Recorded, tmp_path: Path
 ) -> None:
@@ -102,6 +106,7 @@ def test_output_to_a_fifo_writes_into_it_and_leaves_it_a_fifo(
     assert got == [recorded("list").stdout]
 
 
+@pytest.mark.live
 @pytest.mark.parametrize(
     "where", ["missing-dir/page.html", "."], ids=["missing folder", "a directory"]
 )
@@ -114,11 +119,13 @@ def test_an_unwritable_output_is_one_line_and_exit_1(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.live
 def test_html_is_refused_where_there_is_no_page(recorded: Recorded) -> None:
     done = recorded("list", "--format", "html")
     assert done.exit_code == 2 and "html" in done.stderr
 
 
+@pytest.mark.live
 def test_html_pages_through_the_cli_carry_the_recorded_data(recorded: Recorded) -> None:
     shown = json.loads(recorded("show", "1", "--format", "json").stdout)
     page = recorded("show", "1", "--format", "html").stdout

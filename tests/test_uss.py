@@ -7,6 +7,8 @@ import io
 import json
 import re
 
+import pytest
+
 from conftest import Cli, Target
 from memsnap.model import Region, Totals, columns_of, combine, totals_by_kind
 
@@ -70,6 +72,7 @@ def test_uss_is_private_clean_plus_private_dirty_per_kind() -> None:
     assert combine([Totals(1, 4096)]).uss is None
 
 
+@pytest.mark.live
 def test_recorded_uss_is_the_kernels(cli: Cli, target: Target) -> None:
     target.send("heap 3000000")
     for _ in range(5):  # the kernel is the oracle: read it around the record, unchanged
@@ -89,6 +92,7 @@ def test_recorded_uss_is_the_kernels(cli: Cli, target: Target) -> None:
     assert shown["kinds"]["heap"]["uss"] >= 3000000
 
 
+@pytest.mark.live
 def test_uss_in_list_and_summary_tables_and_csv(cli: Cli, target: Target) -> None:
     assert cli("record", str(target.pid)).exit_code == 0
     assert cli("record", str(target.pid)).exit_code == 0  # an unchanged copy: same totals
@@ -109,6 +113,7 @@ def test_uss_in_list_and_summary_tables_and_csv(cli: Cli, target: Target) -> Non
         assert sum(k["uss"] or 0 for k in doc["kinds"].values()) == snap["totals"]["uss"]
 
 
+@pytest.mark.live
 def test_uss_is_null_without_smaps(cli: Cli, target: Target) -> None:
     assert cli("record", str(target.pid), "--no-smaps").exit_code == 0
     (snap,) = json.loads(cli("list", "--format", "json").stdout)["snapshots"]
