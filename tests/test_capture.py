@@ -187,7 +187,8 @@ def three(target_binary: Path) -> Iterator[list[Target]]:
 
 def fail_after(monkeypatch: pytest.MonkeyPatch, calls: int, then: Callable[[], None]) -> None:
     """Make the sweep's `record_pid` run `then` once `calls` snapshots were stored."""
-    real = sweep.record_pid
+    from memsnap.capture.record import record_pid as real  # what the sweep calls
+
     done = 0
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -200,6 +201,7 @@ def fail_after(monkeypatch: pytest.MonkeyPatch, calls: int, then: Callable[[], N
     monkeypatch.setattr(sweep, "record_pid", wrapped)
 
 
+@pytest.mark.live
 def test_interrupt_mid_round_counts_what_was_kept(
     sqlite_cli: Cli, three: list[Target], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -213,6 +215,7 @@ def test_interrupt_mid_round_counts_what_was_kept(
     assert "interrupted: 2 finished snapshots kept" in out.stderr
 
 
+@pytest.mark.live
 def test_interrupt_after_one_says_one_snapshot(
     sqlite_cli: Cli, three: list[Target], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,6 +228,7 @@ def test_interrupt_after_one_says_one_snapshot(
     assert "interrupted: 1 finished snapshot kept," in out.stderr
 
 
+@pytest.mark.live
 def test_a_pid_given_twice_is_recorded_once(sqlite_cli: Cli, target: Target) -> None:
     out = sqlite_cli("record", str(target.pid), str(target.pid))
     assert out.exit_code == 0, out.stderr
@@ -239,6 +243,7 @@ def free_pid() -> int:
     return child.pid
 
 
+@pytest.mark.live
 def test_watch_of_a_pid_that_never_was_says_no_such_process(
     sqlite_cli: Cli, target: Target
 ) -> None:
@@ -249,6 +254,7 @@ def test_watch_of_a_pid_that_never_was_says_no_such_process(
     assert "exited" not in out.stderr and len(snapshots(sqlite_cli)) == 2
 
 
+@pytest.mark.live
 def test_watch_counts_snapshots_per_pid(
     sqlite_cli: Cli, three: list[Target], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -260,6 +266,7 @@ def test_watch_counts_snapshots_per_pid(
     assert len(snapshots(sqlite_cli)) == 4
 
 
+@pytest.mark.live
 def test_sigterm_ends_a_watch_like_ctrl_c(sqlite_url: str, target: Target) -> None:
     target.send("pages 3000")
     watch = subprocess.Popen(
@@ -296,6 +303,7 @@ def test_sigterm_ends_a_watch_like_ctrl_c(sqlite_url: str, target: Target) -> No
 # --- the ELF layout cache -------------------------------------------------------------
 
 
+@pytest.mark.live
 def test_layout_cache_stays_bounded_over_many_rounds(
     target_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -337,6 +345,7 @@ def test_layout_cache_stays_bounded_over_many_rounds(
 # --- names of live processes ----------------------------------------------------------
 
 
+@pytest.mark.live
 def test_a_rewritten_title_has_no_padding_arguments(target_binary: Path, sqlite_cli: Cli) -> None:
     """A process that rewrites its title in place, as PostgreSQL's backends do, leaves
     the rest of its argument area as NUL bytes: that padding is not arguments."""
@@ -354,6 +363,7 @@ def test_a_rewritten_title_has_no_padding_arguments(target_binary: Path, sqlite_
         t.stop()
 
 
+@pytest.mark.live
 def test_a_name_ending_in_deleted_is_not_a_deleted_file(
     target: Target, sqlite_cli: Cli, tmp_path: Path
 ) -> None:
@@ -392,6 +402,7 @@ def test_denied_message_says_what_is_known() -> None:
 # --- show PID --live, diff ID --live --------------------------------------------------
 
 
+@pytest.mark.live
 def test_show_live_equals_record_then_show(target: Target, cli: Cli, tmp_path: Path) -> None:
     target.send("dlopen libz.so.1")
     target.address("anon 7340032")
@@ -423,12 +434,14 @@ def test_show_live_equals_record_then_show(target: Target, cli: Cli, tmp_path: P
     assert table.stdout.startswith(f"live: pid {target.pid} (target)"), table.stdout
 
 
+@pytest.mark.live
 def test_show_live_of_no_process_is_exit_1(cli: Cli) -> None:
     dead = free_pid()
     out = cli("show", str(dead), "--live")
     assert out.exit_code == 1 and f"pid {dead}: no such process" in out.stderr
 
 
+@pytest.mark.live
 def test_diff_live_reports_a_layout_change(target: Target, cli: Cli) -> None:
     done = cli("record", str(target.pid))
     snapshot_id = done.stdout.split()[1].rstrip(":")

@@ -464,6 +464,7 @@ def test_prune_of_a_missing_database_creates_none(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.live
 def test_a_prune_command_killed_while_it_waits_inside_its_transaction(
     pg_url: str, target_binary: Path, tmp_path: Path
 ) -> None:
