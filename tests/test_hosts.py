@@ -8,18 +8,19 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from tests.conftest import Cli, Target
+from conftest import Cli, Target
 
 pytestmark = pytest.mark.live
 
 
-def listed(cli: Cli, *args: str) -> list[dict[str, object]]:
+def listed(cli: Cli, *args: str) -> list[dict[str, Any]]:
     result = cli("list", "--format", "json", *args)
     assert result.exit_code == 0, result
-    snaps: list[dict[str, object]] = json.loads(result.stdout)["snapshots"]
+    snaps: list[dict[str, Any]] = json.loads(result.stdout)["snapshots"]
     return snaps
 
 
@@ -36,7 +37,14 @@ def test_watch_and_all_take_host_id(cli: Cli, target: Target) -> None:
     result = cli("record", pid, "--every", "0.01", "--count", "2", "--host-id", "db-2")
     assert result.exit_code == 0, result
     assert (
-        cli("record", "--all", "--name", "^" + str(target.proc.args[0]), "--host-id", "x").exit_code
+        cli(
+            "record",
+            "--all",
+            "--name",
+            "^" + str(cast("list[str]", target.proc.args)[0]),
+            "--host-id",
+            "x",
+        ).exit_code
         == 0
     )
     assert [s["host"] for s in reversed(listed(cli))] == ["db-2", "db-2", "x"]

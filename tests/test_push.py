@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, Target, capture_path
+from conftest import Cli, Target, capture_path
 
 pytestmark = pytest.mark.live
 
