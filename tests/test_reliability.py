@@ -283,7 +283,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeProc:
 
     proc = FakeProc(FakeProcTree(tmp_path / "proc"))
     proc.tree.add(FakeProcess(FAKE_PID, threads={FAKE_PID + 1: THREAD_SYSCALL}))
-    monkeypatch.setattr(memsnap.capture.procfs, "Proc", lambda: proc)
+    monkeypatch.setattr(memsnap.capture.procfs, "Proc", lambda host=None: proc)
     return proc
 
 
