@@ -81,6 +81,7 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
 ) -> None:
     """`record --all` asks once who was recorded before; a process never seen costs no
     transaction looking for an unchanged copy, one seen before still gets the shortcut."""
+    import memsnap.capture.procfs
     import memsnap.capture.record
     import memsnap.model
     import memsnap.store.writer
@@ -92,16 +93,16 @@ def test_a_round_looks_for_unchanged_copies_only_of_processes_seen_before(
         looked_for.append(info.identity.pid)
         return real(conn, info, *rest)
 
-    real_quick = memsnap.capture.record.Proc.quick
+    real_quick = memsnap.capture.procfs.Proc.quick
 
-    def quick_spy(proc: memsnap.capture.record.Proc, pid: int, *rest: Any, **kw: Any) -> Any:
+    def quick_spy(proc: memsnap.capture.procfs.Proc, pid: int, *rest: Any, **kw: Any) -> Any:
         looked_for.append(pid)
         return real_quick(proc, pid, *rest, **kw)
 
     # Looking for a copy starts with the quick signal (Proc.quick), then a transaction
     # (save_unchanged) only where the stored signal or digest may match.
     monkeypatch.setattr(memsnap.store.writer, "save_unchanged", spy)
-    monkeypatch.setattr(memsnap.capture.record.Proc, "quick", quick_spy)
+    monkeypatch.setattr(memsnap.capture.procfs.Proc, "quick", quick_spy)
     selected = ["--name", f"^{NAME}$"]
     assert sqlite_cli("record", "--all", *selected).exit_code == 0
     assert looked_for == []

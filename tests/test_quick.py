@@ -165,6 +165,7 @@ def snapshot_json(cli: Cli, snapshot: int) -> Any:
     return data
 
 
+@pytest.mark.live
 def test_live_sizes_that_grow_in_place_are_recorded(target: Target, cli: Cli) -> None:
     second = target.address("pair") + 2 * 4096
     for _ in range(2):
