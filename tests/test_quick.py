@@ -183,6 +183,7 @@ def test_live_sizes_that_grow_in_place_are_recorded(target: Target, cli: Cli) ->
     assert [b - a for a, b in zip(rss(2), rss(3), strict=True)] == [4096]
 
 
+@pytest.mark.live
 def test_live_snapshots_are_the_same_with_and_without_the_fast_path(
     target: Target, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
