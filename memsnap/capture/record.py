@@ -24,7 +24,7 @@ from memsnap.errors import MemsnapError, ParseError
 from memsnap.model import Columns, Mapping, ProcessIdentity, SnapshotInfo, Totals, columns_of
 from memsnap.parse import Parsed, Sums, parse_piece, parse_text, read_pieces
 from memsnap.store.database import Database
-from memsnap.store.writer import Writer, digest_parts, stored_digest
+from memsnap.store.writer import Writer, digest_parts, latest_digest, stored_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +222,10 @@ def record_pid(
             info = proc.info(pid)
         identity = info.identity
         key = (identity.pid, identity.start_ticks)
+        if recorded is None and identity.boot_id is not None:
+            # Asked first: a process never recorded is not read twice for nothing.
+            with db.reading() as conn:
+                recorded = latest_digest(conn, identity)
         if recorded is None or key in recorded:
             signal = proc.quick(pid, smaps=smaps, info=info)
             quick = signal.value

@@ -222,6 +222,25 @@ def recorded_processes(
     return {(pid, ticks): digest for pid, ticks, digest in rows if ticks is not None}
 
 
+def latest_digest(
+    conn: Connection, identity: ProcessIdentity
+) -> dict[tuple[int, int | None], str | None]:
+    """`recorded_processes` for one process: empty when it was never recorded."""
+    row = conn.execute(
+        _FIND_PROCESS,
+        {
+            "host": escape_undecodable(identity.host),
+            "boot_id": identity.boot_id,
+            "pid": identity.pid,
+            "start_ticks": identity.start_ticks,
+        },
+    ).scalar_one_or_none()
+    latest = None if row is None else latest_snapshot(conn, int(row))
+    if latest is None:
+        return {}
+    return {(identity.pid, identity.start_ticks): latest.digest}
+
+
 def digest_parts(stored: str | None) -> tuple[str | None, str | None]:
     """A stored digest's two parts: the full text's hash and, after a '/', the quick
     signal's (`Proc.quick`); either may be missing (snapshots stored before it)."""
