@@ -47,6 +47,8 @@ def recorded(sqlite_url: str, target: Target) -> Recorded:
         ("diff", "1", "2", "--format", "html"),
         ("replay", "--pid", "{pid}"),
         ("replay", "--pid", "{pid}", "--format", "html"),
+        ("check", "2"),
+        ("check", "2", "--format", "openmetrics"),
     ],
 )
 def test_output_writes_the_document_to_a_private_file(

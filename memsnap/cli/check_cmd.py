@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from memsnap.cli.common import STYLE_OPTION, database, echo
+from memsnap.cli.common import OUTPUT_OPTION, STYLE_OPTION, database, echo, emit
 from memsnap.cli.picking import ID_MAX, name_option, pid_option
 from memsnap.errors import UsageError
 from memsnap.findings import RULES
@@ -98,6 +98,7 @@ def check(
         help="Output format: table, json, csv or openmetrics (node_exporter's textfile collector).",
     ),
     style: str = STYLE_OPTION,
+    output: str | None = OUTPUT_OPTION,
 ) -> None:
     """Look for suspicious memory: fileless, writable-and-executable, deleted or
     replaced code. Exit 3 when a finding is at or above --fail-on."""
@@ -128,7 +129,7 @@ def check(
             )
         snaps, reported = _check(db, selection, rules, ignore_rules, history)
     processes = len({s.process_id for s in snaps})
-    _print(reported, len(snaps), processes, fmt, style, rules, history)
+    _print(reported, len(snaps), processes, fmt, style, rules, history, output)
     code = findings.exit_code((r.finding for r in reported), threshold)
     if code:
         raise typer.Exit(code)
@@ -202,18 +203,20 @@ def _print(
     style: str,
     rules: tuple[str, ...],
     history: bool,
+    output: str | None,
 ) -> None:
     from memsnap.render import findings as documents
     from memsnap.render import findings_table
     from memsnap.render.snapshot import dumps
 
     if fmt is CheckFormat.json:
-        echo(dumps(documents.findings_json(reported, snapshots, processes, history)))
+        text = dumps(documents.findings_json(reported, snapshots, processes, history))
     elif fmt is CheckFormat.csv:
-        echo(documents.findings_csv(reported, history).rstrip("\n"))
+        text = documents.findings_csv(reported, history).rstrip("\n")
     elif fmt is CheckFormat.openmetrics:
-        echo(documents.findings_openmetrics(reported, rules).rstrip("\n"))
+        text = documents.findings_openmetrics(reported, rules).rstrip("\n")
     elif set(rules) <= findings_table.RESTART_RULES and not history:
-        echo(findings_table.restart_view(reported, style, snapshots, processes))
+        text = findings_table.restart_view(reported, style, snapshots, processes)
     else:
-        echo(findings_table.by_process(reported, style, history, snapshots, processes))
+        text = findings_table.by_process(reported, style, history, snapshots, processes)
+    emit(text, output)
