@@ -252,6 +252,32 @@ _HEADER_COLUMNS = Mapping._fields.index("deleted") + 1
 _NO_SMAPS: dict[str, Any] = dict.fromkeys(Mapping._fields[Mapping._fields.index("deleted") + 1 :])
 
 
+def _imported_info(
+    pid: int,
+    host: str,
+    program: str | None,
+    command: str | None,
+    taken_at: datetime | None,
+    label: str | None,
+    page_size: int,
+    has_smaps: bool,
+) -> SnapshotInfo:
+    """What an imported text's snapshot is stored as: a process of its own (no boot id or
+    start time), named after its program unless told otherwise."""
+    return SnapshotInfo(
+        identity=ProcessIdentity(host, None, pid, None),
+        command=command or (Path(program).name if program else "?"),
+        cmdline=(),
+        exe=program,
+        taken_at=taken_at or datetime.now(timezone.utc),
+        label=label,
+        source="file",
+        page_size=page_size,
+        kernel=None,
+        has_smaps=has_smaps,
+    )
+
+
 def record_text(
     db: Database,
     text: str | bytes,
@@ -278,22 +304,12 @@ def record_text(
     program = next(
         (m.path for m, k in zip(mappings, kinds, strict=True) if k == "text" and m.path), None
     )
-    name = command or (Path(program).name if program else "?")
-    info = SnapshotInfo(
-        identity=ProcessIdentity(host, None, pid, None),
-        command=name,
-        cmdline=(),
-        exe=program,
-        taken_at=taken_at or datetime.now(timezone.utc),
-        label=label,
-        source="file",
-        page_size=page_size,
-        kernel=None,
-        has_smaps=parsed.has_smaps and smaps,
+    info = _imported_info(
+        pid, host, program, command, taken_at, label, page_size, parsed.has_smaps and smaps
     )
     columns = columns_of(mappings)
     snapshot_id, totals = Writer(db).save_snapshot(info, columns, kinds)
-    return Recorded(snapshot_id, pid, name, totals)
+    return Recorded(snapshot_id, pid, info.command, totals)
 
 
 # A saved text up to this size is parsed and classified whole, as a live read is; a larger
@@ -394,19 +410,7 @@ def _record_streamed(
             classifier.see_member(parsed.mappings)
     classifier.plan(layouts_from_files(None, None), page_size)
     program = classifier.program[0] if classifier.program is not None else None
-    name = Path(program).name if program else "?"
-    info = SnapshotInfo(
-        identity=ProcessIdentity(host, None, pid, None),
-        command=name,
-        cmdline=(),
-        exe=program,
-        taken_at=taken_at or datetime.now(timezone.utc),
-        label=label,
-        source="file",
-        page_size=page_size,
-        kernel=None,
-        has_smaps=has_smaps and smaps,
-    )
+    info = _imported_info(pid, host, program, None, taken_at, label, page_size, has_smaps and smaps)
 
     def batches() -> Iterator[tuple[Columns, list[str]]]:
         # Pass 3: each piece classified and handed to the writer.
@@ -423,4 +427,4 @@ def _record_streamed(
             yield columns, kinds
 
     snapshot_id, totals = Writer(db).save_streamed_snapshot(info, batches())
-    return Recorded(snapshot_id, pid, name, totals)
+    return Recorded(snapshot_id, pid, info.command, totals)
