@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from memsnap.cli.common import OUTPUT_OPTION, STYLE_OPTION, database, echo, emit
-from memsnap.cli.picking import ID_MAX, name_option, pid_option
+from memsnap.cli.picking import ID_MAX, host_option, name_option, pid_option
 from memsnap.errors import UsageError
 from memsnap.findings import RULES
 
@@ -51,9 +51,7 @@ def check(
     ),
     pid: int | None = pid_option("Only the process with this pid."),
     name: str | None = name_option(),
-    host: str | None = typer.Option(
-        None, "--host", metavar="HOST", help="Only processes recorded on this host."
-    ),
+    host: str | None = host_option(),
     since: str | None = typer.Option(
         None,
         "--since",

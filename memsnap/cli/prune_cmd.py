@@ -15,7 +15,7 @@ from memsnap.cli.common import (
     database,
     echo,
 )
-from memsnap.cli.picking import KEEP, name_option, pid_option
+from memsnap.cli.picking import KEEP, host_option, name_option, pid_option
 
 
 def prune(
@@ -27,7 +27,7 @@ def prune(
     keep_weekly: int = KEEP["weekly"],
     pid: int | None = pid_option("Only processes with this pid."),
     name: str | None = name_option(),
-    host: str | None = typer.Option(None, "--host", help="Only this host's processes."),
+    host: str | None = host_option(),
     dry_run: bool = typer.Option(
         False, "--dry-run", "-n", help="List what would be removed; remove nothing."
     ),

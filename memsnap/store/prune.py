@@ -38,6 +38,7 @@ from memsnap.model import Snapshot
 from memsnap.retention import Policy, Stamp, keep
 from memsnap.store.database import Database, sqlite_file
 from memsnap.store.rawsql import placeholder
+from memsnap.store.reader import snapshots_by_id
 from memsnap.store.schema import metadata, processes, snapshots
 
 _CHUNK = 500  # ids per IN (...): well inside every database's parameter limit
@@ -132,19 +133,6 @@ def _forget(conn: Connection, process_row: int, removed_ids: list[int]) -> None:
         pass
 
 
-def _snapshots_by_id(conn: Connection, ids: Sequence[int]) -> list[Snapshot]:
-    """The snapshot values of `ids`, as `list` and `show` describe them."""
-    # history's own query and row conversion, so a removed snapshot is reported exactly
-    # as `list --format json` showed it.
-    from memsnap.store.reader import _snapshot, _snapshot_query
-
-    found: list[Snapshot] = []
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i : i + _CHUNK]
-        found += map(_snapshot, conn.execute(_snapshot_query().where(snapshots.c.id.in_(chunk))))
-    return found
-
-
 def _prune_one(
     conn: Connection,
     process_row: int,
@@ -161,7 +149,7 @@ def _prune_one(
     ).all()
     kept_seqs = keep([Stamp(r.seq, r.taken_at) for r in rows], policy, tz, now)
     removed_ids = sorted(r.id for r in rows if r.seq not in kept_seqs)
-    removed = _snapshots_by_id(conn, removed_ids)
+    removed = snapshots_by_id(conn, removed_ids)
     if removed_ids and not dry_run:
         _forget(conn, process_row, removed_ids)
     return removed, len(rows) - len(removed_ids)

@@ -131,6 +131,15 @@ def kind_totals(conn: Connection, snapshot_id: int) -> dict[str, Totals]:
     return {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap, r.uss) for r in rows}
 
 
+def snapshots_by_id(conn: Connection, ids: Sequence[int]) -> list[Snapshot]:
+    """The snapshots of `ids` (without kind totals), exactly as `list` describes them."""
+    found: list[Snapshot] = []
+    for i in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[i : i + _ID_CHUNK]
+        found += map(_snapshot, conn.execute(_snapshot_query().where(snapshots.c.id.in_(chunk))))
+    return found
+
+
 def get_snapshot(conn: Connection, snapshot_id: int) -> Snapshot:
     # Compared as a BIGINT: an id past what PostgreSQL's INTEGER ids hold is simply not
     # there (as an INTEGER parameter it would be a database error).
