@@ -15,7 +15,6 @@ Needs a C compiler, an installed `memsnap`, playwright and /usr/bin/chromium.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -25,17 +24,8 @@ import time
 from pathlib import Path
 
 from bench import Helper
+from browser import BROWSER_ARGS, CHROMIUM
 
-CHROMIUM = os.environ.get("MEMSNAP_CHROMIUM", "/usr/bin/chromium")
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TARGET_SECONDS = 3.0
 
 

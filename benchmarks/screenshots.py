@@ -24,18 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from browser import BROWSER_ARGS, CHROMIUM
+
 ROOT = Path(__file__).resolve().parent.parent
 HELPER_SOURCE = ROOT / "tests" / "helpers" / "target.c"
-CHROMIUM = os.environ.get("MEMSNAP_CHROMIUM", "/usr/bin/chromium")
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # The terminal colours of memsnap's KIND_COLORS codes, for the `show --map` picture.
 ANSI_CSS = {
     "31": "#cd3131",
