@@ -10,6 +10,12 @@ the two so both see the same machine state, and prints medians and their ratio.
 `record --all` is measured on the machine as it is, then again with `--busy` (200) more
 idle processes, as on a busier host.
 
+To compare two versions of memsnap in the same run (each row then alternates `pmap -X`
+with every version, and prints one line per version), install each into its own venv
+and name them:
+
+    python benchmarks/bench.py --memsnap /tmp/old/bin/memsnap --memsnap .venv/bin/memsnap
+
 Needs a C compiler (for the helper), pmap (procps) and an installed `memsnap`.
 """
 
@@ -78,24 +84,45 @@ class Helper:
         self.proc.wait()
 
 
+Row = tuple[str, float, float, float, float | None, int]
+
+
 def compare(
     name: str,
-    memsnap: Callable[[], list[str]],
+    memsnap: Callable[[str], list[str]],
     baseline: list[str],
     rounds: int,
     target: float | None,
     prepare: Callable[[], None] | None = None,
-) -> tuple[str, float, float, float, float | None, int]:
-    ours, theirs, peaks = [], [], []
+) -> list[Row]:
+    """One row per version in VERSIONS: each round runs every version, then the baseline.
+
+    `memsnap(version)` gives the command line for one version (its own executable and
+    its own database files).
+    """
+    ours: dict[str, list[float]] = {v: [] for v in VERSIONS}
+    peaks: dict[str, list[int]] = {v: [] for v in VERSIONS}
+    theirs = []
     for _ in range(rounds):
-        if prepare is not None:
-            prepare()
-        elapsed, peak = run(memsnap())
-        ours.append(elapsed)
-        peaks.append(peak)
+        for version in VERSIONS:
+            if prepare is not None:
+                prepare()
+            elapsed, peak = run(memsnap(version))
+            ours[version].append(elapsed)
+            peaks[version].append(peak)
         theirs.append(run(baseline)[0])
-    a, b = statistics.median(ours), statistics.median(theirs)
-    return name, a, b, a / b, target, max(peaks)
+    b = statistics.median(theirs)
+    rows = []
+    for version in VERSIONS:
+        a = statistics.median(ours[version])
+        label = name if len(VERSIONS) == 1 else f"{name} [{LABELS[version]}]"
+        rows.append((label, a, b, a / b, target, max(peaks[version])))
+    return rows
+
+
+# The memsnap executables measured, and a short label for each (set in main()).
+VERSIONS: list[str] = []
+LABELS: dict[str, str] = {}
 
 
 def pmap_each(pids: list[int]) -> list[str]:
@@ -110,72 +137,83 @@ def main() -> None:
     parser.add_argument(
         "--busy", type=int, default=200, help="idle processes added for a second --all run"
     )
+    parser.add_argument(
+        "--memsnap",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a memsnap executable to measure (repeat to compare versions; default: PATH's)",
+    )
     args = parser.parse_args()
-    memsnap = shutil.which("memsnap")
-    if memsnap is None or shutil.which("pmap") is None:
+    found = shutil.which("memsnap")
+    chosen = args.memsnap or ([found] if found else [])
+    if not chosen or shutil.which("pmap") is None:
         sys.exit("needs an installed memsnap and pmap on PATH")
+    for index, path in enumerate(chosen):
+        VERSIONS.append(str(Path(path).absolute()))
+        LABELS[VERSIONS[-1]] = f"{index + 1}:{Path(path).absolute().parent.parent.name}"
 
-    results = []
+    results: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         helper = Helper(work, args.mappings)
         other = Helper(work, args.mappings)
+        counter = iter(range(10**6))
+
+        def db(version: str, name: str = "bench") -> str:
+            """Each version's own database file of that name."""
+            return str(work / f"{VERSIONS.index(version)}-{name}.db")
+
+        def on_every(*argv: str, name: str = "bench") -> None:
+            for version in VERSIONS:
+                run([version, "--db", db(version, name), *argv])
+
         try:
             pid = str(helper.pid)
             pmap = ["pmap", "-X", pid]
-            db = str(work / "bench.db")
-            counter = iter(range(10**6))
             # A database that exists and holds one small snapshot, not yet this process.
-            run([memsnap, "--db", db, "record", str(os.getpid())])
+            on_every("record", str(os.getpid()))
 
-            def fresh_db() -> list[str]:
+            def fresh_db(version: str) -> list[str]:
                 copy = work / f"fresh-{next(counter)}.db"
-                shutil.copy(db, copy)
-                return [memsnap, "--db", str(copy), "record", pid]
+                shutil.copy(db(version), copy)
+                return [version, "--db", str(copy), "record", pid]
 
             print(f"helper pid {pid}: {helper.regions()} mappings; {args.rounds} rounds\n")
-            results.append(compare("record (new process)", fresh_db, pmap, args.rounds, 0.8))
-            run([memsnap, "--db", db, "record", pid])  # snapshot 2
-            results.append(
-                compare(
-                    "record (unchanged)",
-                    lambda: [memsnap, "--db", db, "record", pid],
-                    pmap,
-                    args.rounds,
-                    0.4,
-                )
+            results += compare("record (new process)", fresh_db, pmap, args.rounds, 0.8)
+            on_every("record", pid)  # snapshot 2
+            results += compare(
+                "record (unchanged)",
+                lambda v: [v, "--db", db(v), "record", pid],
+                pmap,
+                args.rounds,
+                0.4,
             )
             helper.send("rwx")  # a small change, then a snapshot to diff against
-            run([memsnap, "--db", db, "record", pid])
+            on_every("record", pid)
             last = str(2 + args.rounds + 1)
-            results.append(
-                compare(
-                    "diff (two snapshots of it)",
-                    lambda: [memsnap, "--db", db, "diff", "2", last],
-                    pmap,
-                    args.rounds,
-                    0.5,
-                )
+            results += compare(
+                "diff (two snapshots of it)",
+                lambda v: [v, "--db", db(v), "diff", "2", last],
+                pmap,
+                args.rounds,
+                0.5,
             )
-            run([memsnap, "--db", db, "record", str(other.pid)])
+            on_every("record", str(other.pid))
             other_id = str(2 + args.rounds + 2)
-            results.append(
-                compare(
-                    "diff (two different processes)",
-                    lambda: [memsnap, "--db", db, "diff", last, other_id],
-                    pmap,
-                    args.rounds,
-                    1.0,
-                )
+            results += compare(
+                "diff (two different processes)",
+                lambda v: [v, "--db", db(v), "diff", last, other_id],
+                pmap,
+                args.rounds,
+                1.0,
             )
-            results.append(
-                compare(
-                    "show (table)",
-                    lambda: [memsnap, "--db", db, "show", "2"],
-                    pmap,
-                    args.rounds,
-                    1.0,
-                )
+            results += compare(
+                "show (table)",
+                lambda v: [v, "--db", db(v), "show", "2"],
+                pmap,
+                args.rounds,
+                1.0,
             )
 
             # Memory: a changed process is compared region by region with its last
@@ -183,63 +221,60 @@ def main() -> None:
             def change() -> None:
                 helper.send("rwx")
 
-            results.append(
-                compare(
-                    "record (changed since last time)",
-                    lambda: [memsnap, "--db", db, "record", pid],
-                    pmap,
-                    args.rounds,
-                    None,
-                    prepare=change,
-                )
+            results += compare(
+                "record (changed since last time)",
+                lambda v: [v, "--db", db(v), "record", pid],
+                pmap,
+                args.rounds,
+                None,
+                prepare=change,
             )
         finally:
             helper.stop()
             other.stop()
-        small = str(work / "small.db")
-        run([memsnap, "--db", small, "record", str(os.getpid())])
-        results.append(
-            compare(
-                "list (small db) vs import sqlalchemy",
-                lambda: [memsnap, "--db", small, "list"],
-                [sys.executable, "-c", "import sqlalchemy"],
-                args.rounds,
-                1.5,
-            )
+        on_every("record", str(os.getpid()), name="small")
+        results += compare(
+            "list (small db) vs import sqlalchemy",
+            lambda v: [v, "--db", db(v, "small"), "list"],
+            [sys.executable, "-c", "import sqlalchemy"],
+            args.rounds,
+            1.5,
         )
         # The whole machine as it is, then as a busier host: `--busy` more idle
         # processes, where what each process costs matters more than start-up.
         for extra in (0, args.busy):
             idle = [subprocess.Popen(["sleep", "3600"]) for _ in range(extra)]
             try:
-                results.extend(record_all(memsnap, work, small, counter, args.rounds))
+                results += record_all(work, lambda v: db(v, "small"), counter, args.rounds)
             finally:
                 for p in idle:
                     p.kill()
                     p.wait()
 
-    print(f"{'what':44} {'memsnap':>9} {'baseline':>9} {'ratio':>7} {'target':>7}  peak RSS")
+    print(f"{'what':52} {'memsnap':>9} {'baseline':>9} {'ratio':>7} {'target':>7}  peak RSS")
     for name, ours, theirs, ratio, target, peak in results:
         flag = "" if target is None else "ok" if ratio <= target else "OVER"
         goal = "-" if target is None else f"{target:6.2f}x"
         print(
-            f"{name:44} {ours:8.3f}s {theirs:8.3f}s {ratio:6.2f}x {goal:>7}  "
+            f"{name:52} {ours:8.3f}s {theirs:8.3f}s {ratio:6.2f}x {goal:>7}  "
             f"{peak / 2**20:6.0f} MiB  {flag}"
         )
 
 
 def record_all(
-    memsnap: str, work: Path, small: str, counter: Iterator[int], rounds: int
-) -> list[tuple[str, float, float, float, float | None, int]]:
+    work: Path, small: Callable[[str], str], counter: Iterator[int], rounds: int
+) -> list[Row]:
     """`record --all`, first time and again, against `pmap -X` once for each process."""
     everyone = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    machine = str(work / f"machine-{next(counter)}.db")
-    shutil.copy(small, machine)
+    machine = {}
+    for version in VERSIONS:
+        machine[version] = str(work / f"machine-{next(counter)}.db")
+        shutil.copy(small(version), machine[version])
 
-    def fresh_machine_db() -> list[str]:
+    def fresh_machine_db(version: str) -> list[str]:
         copy = work / f"machine-{next(counter)}.db"
-        shutil.copy(small, copy)  # an existing database that has not seen them yet
-        return [memsnap, "--db", str(copy), "record", "--all"]
+        shutil.copy(small(version), copy)  # an existing database that has not seen them yet
+        return [version, "--db", str(copy), "record", "--all"]
 
     first = compare(
         f"record --all, first time ({len(everyone)} pids)",
@@ -248,15 +283,16 @@ def record_all(
         rounds,
         1.0,
     )
-    run([memsnap, "--db", machine, "record", "--all"])
+    for version in VERSIONS:
+        run([version, "--db", machine[version], "record", "--all"])
     again = compare(
         f"record --all, again ({len(everyone)} pids)",
-        lambda: [memsnap, "--db", machine, "record", "--all"],
+        lambda v: [v, "--db", machine[v], "record", "--all"],
         pmap_each(everyone),
         rounds,
         1.0,
     )
-    return [first, again]
+    return first + again
 
 
 if __name__ == "__main__":
