@@ -1,16 +1,18 @@
 """The plain values that flow between memsnap's modules: mappings, regions, snapshots.
 
-Every value here is immutable: the parser produces `Mapping`s, the classifier names a
-kind for each, the store hands back `Region`s and `Snapshot`s. No module outside
-`memsnap.store` ever sees a database row.
+Every value here is immutable: the parser produces `Mapping`s (regions whose kind is
+not named yet), the classifier names a kind for each, the store hands back `Region`s
+and `Snapshot`s. No module outside `memsnap.store` ever sees a database row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, NamedTuple, get_type_hints
+from functools import partial
+from itertools import islice
+from typing import Annotated, Any, NamedTuple, cast, get_type_hints
 
 KINDS: tuple[str, ...] = (
     "text",
@@ -34,44 +36,6 @@ KINDS: tuple[str, ...] = (
     "other",
     "gap",
 )
-
-
-class Mapping(NamedTuple):
-    """One line of /proc/PID/maps, with its smaps block's sizes when there was one.
-
-    A NamedTuple rather than a frozen dataclass: a process can have 65,530 mappings,
-    and a tuple is built much faster, compared and hashed in C (README, Performance).
-    """
-
-    start: int
-    end: int
-    perms: str
-    offset: int
-    dev: str
-    inode: int
-    path: str | None
-    deleted: bool = False
-    rss: int | None = None
-    pss: int | None = None
-    shared_clean: int | None = None
-    shared_dirty: int | None = None
-    private_clean: int | None = None
-    private_dirty: int | None = None
-    referenced: int | None = None
-    anonymous: int | None = None
-    anon_huge: int | None = None
-    swap: int | None = None
-    swap_pss: int | None = None
-    locked: int | None = None
-    vm_flags: str | None = None
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
-
-    @property
-    def executable(self) -> bool:
-        return "x" in self.perms
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +63,22 @@ def _size(key: str, paired: bool = False) -> Field:
 
 
 class Region(NamedTuple):
-    """A classified mapping: a `Mapping`'s fields, in the same order, then its kind.
+    """One mapping of a process: a line of /proc/PID/maps, the sizes of its smaps block
+    when there was one, and its kind.
 
-    The one declaration of a region's fields: `Mapping` repeats them without the kind
-    (a test holds the two together), and the parser's columns, the store's table and
-    statements, the reader's select list and U64 shift and the CSV order all follow
-    from `REGION_FIELDS`. Adding a field is one line here and a migration.
+    The one declaration of a region's fields. The parser's columns, the store's table
+    and statements, the reader's select list and U64 shift, pairing and the CSV order all
+    follow from `REGION_FIELDS`, built from the lines below. Adding a field means:
+    - one line here. A size the kernel prints in smaps goes among the sizes, before
+      `vm_flags`, as `_size("Key")`: the parsers build their columns as the header's
+      fields, the sizes, then vm_flags (tests/test_parse.py fails otherwise). `kind`
+      stays last: a parsed mapping is every field before it.
+    - an Alembic migration in migrations/versions adding its column, which drops and
+      recreates the views of 0004 since they read the table. The migrated table is
+      checked against this declaration on SQLite and PostgreSQL (tests/test_store.py).
+
+    A NamedTuple rather than a frozen dataclass: a process can have 65,530 mappings,
+    and a tuple is built much faster, compared and hashed in C (README, Performance).
     """
 
     start: Annotated[int, Field("u64", "start_addr", paired=True)]
@@ -133,6 +107,19 @@ class Region(NamedTuple):
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    @property
+    def executable(self) -> bool:
+        return "x" in self.perms
+
+
+# What the parser hands out: a region whose kind is not named yet (it holds `Region`'s
+# default until the classifier names it). One type, so that a field is declared once.
+Mapping = Region
+# The fields of a mapping as the parser reads them: all of a region's but its kind.
+MAPPING_FIELDS: tuple[str, ...] = Region._fields[:-1]
+# The kind a mapping holds until the classifier names one.
+UNNAMED_KIND: str = Region._field_defaults["kind"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +182,12 @@ def _known_sum(values: Iterable[int | None]) -> int | None:
     return sum(known) if known else None
 
 
-# A snapshot's mappings field by field: one list per `Mapping` field, in field order (a
-# `Region`'s kind may follow). 60,000 mappings are summed and stored column-wise without
-# building or transposing 60,000 tuples again.
+# A snapshot's mappings field by field: one list per field of `MAPPING_FIELDS`, in that
+# order (the kinds travel beside them). 60,000 mappings are summed and stored column-wise
+# without building or transposing 60,000 tuples again.
 Columns = tuple[list[Any], ...]
 _START, _END, _RSS, _PSS, _SWAP, _PRIVATE_CLEAN, _PRIVATE_DIRTY = (
-    Mapping._fields.index(f)
+    MAPPING_FIELDS.index(f)
     for f in ("start", "end", "rss", "pss", "swap", "private_clean", "private_dirty")
 )
 
@@ -212,11 +199,23 @@ def _private(clean: int | None, dirty: int | None) -> int | None:
     return (clean or 0) + (dirty or 0)
 
 
-def columns_of(rows: Sequence[Mapping | Region]) -> Columns:
-    """The columns of a list of mappings (or regions)."""
+def columns_of(rows: Sequence[Region]) -> Columns:
+    """The columns of a list of mappings or regions: every field but the kind."""
     if not rows:
-        return tuple([] for _ in Mapping._fields)
-    return tuple(map(list, zip(*rows, strict=True)))
+        return tuple([] for _ in MAPPING_FIELDS)
+    # zip hands out one field of every row at a time: the kinds' is never built (and all
+    # rows are as long, being regions).
+    return tuple(map(list, islice(zip(*rows, strict=False), len(MAPPING_FIELDS))))
+
+
+# A region from a tuple of all its fields, without a Python-level call per region.
+_new_region = cast(Callable[[tuple[object, ...]], Region], partial(tuple.__new__, Region))
+
+
+def regions_of(columns: Columns, kinds: Sequence[str]) -> list[Region]:
+    """The regions of `columns` (one list per field of `MAPPING_FIELDS`) and their kinds,
+    built in C: the inverse of `columns_of`."""
+    return list(map(_new_region, zip(*columns, kinds, strict=True)))
 
 
 def totals_by_kind(columns: Columns, kinds: Sequence[str]) -> dict[str, Totals]:

@@ -35,15 +35,23 @@ colon, a header's is an address range.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import repeat
 from operator import gt
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from memsnap.errors import ParseError
-from memsnap.model import SIZE_ATTRS, SMAPS_FIELDS, Columns, Mapping, columns_of
+from memsnap.model import (
+    MAPPING_FIELDS,
+    SIZE_ATTRS,
+    SMAPS_FIELDS,
+    UNNAMED_KIND,
+    Columns,
+    Mapping,
+    columns_of,
+    regions_of,
+)
 
 # One header line: start-end perms offset major:minor inode [padding path].
 _HEADER_PATTERN = (
@@ -159,7 +167,7 @@ def format_header(m: Mapping) -> str:
     return head.ljust(73) + path if path else head
 
 
-def _header_fields(line: str, lineno: int) -> dict[str, object]:
+def _header_fields(line: str, lineno: int) -> dict[str, Any]:
     match = _HEADER.fullmatch(line)
     if match is None:
         raise ParseError(lineno, line, "not a maps line")
@@ -215,7 +223,7 @@ def parse_lines(
     ending a line is a CRLF line end, not part of a name. `first_line` numbers the first
     of `lines`; `sums` carries the totals of what came before (a piece of a text)."""
     mappings: list[Mapping] = []
-    current: dict[str, object] | None = None
+    current: dict[str, Any] | None = None
     has_smaps = False
     sums = sums if sums is not None else Sums()
     for lineno, line in enumerate(lines, start=first_line):
@@ -242,11 +250,11 @@ def parse_lines(
                 current["vm_flags"] = value.strip()
             continue
         if current is not None:
-            mappings.append(Mapping(**current))  # type: ignore[arg-type]
+            mappings.append(Mapping(**current))
         current = _header_fields(line, lineno)
-        sums.add_size(cast(int, current["end"]) - cast(int, current["start"]), lineno, line)
+        sums.add_size(current["end"] - current["start"], lineno, line)
     if current is not None:
-        mappings.append(Mapping(**current))  # type: ignore[arg-type]
+        mappings.append(Mapping(**current))
     return Parsed.of(mappings, has_smaps)
 
 
@@ -256,8 +264,6 @@ _NO_PATH: tuple[None, bool] = (None, False)
 # The fast path reads the kernel's bytes as they are: splitting 1.5 million lines of
 # bytes is cheaper than decoding the text first and splitting strings.
 _KEY_TO_ATTR_BYTES = {key.encode(): attr for key, attr in _KEY_TO_ATTR.items()}
-# A Mapping from a tuple of its fields, without a Python-level call per mapping.
-_new_mapping = cast(Callable[[tuple[object, ...]], Mapping], partial(tuple.__new__, Mapping))
 
 
 def _decode(raw: bytes) -> str:
@@ -355,7 +361,7 @@ def _parse_strided(
         *(fields.get(attr, none) for attr in SIZE_ATTRS),
         fields.get("vm_flags", none),
     )
-    mappings = list(map(_new_mapping, zip(*columns, strict=True)))
+    mappings = regions_of(columns, [UNNAMED_KIND] * count)
     return Parsed(mappings, stride > 1, columns)
 
 
@@ -365,7 +371,7 @@ def _parse_in_pieces(text: bytes, budget: int, sums: Sums | None = None) -> Pars
     at once would cost more memory than everything else together."""
     sums = sums if sums is not None else Sums()
     mappings: list[Mapping] = []
-    columns: Columns = tuple([] for _ in Mapping._fields)
+    columns: Columns = tuple([] for _ in MAPPING_FIELDS)
     carry: list[bytes] = []
     stride = 0
     pos, size = 0, len(text)

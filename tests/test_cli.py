@@ -299,13 +299,12 @@ def test_fast_table_is_exactly_tabulates(style: str) -> None:
     from tabulate import tabulate
 
     from memsnap.classify import classify
-    from memsnap.model import Region
     from memsnap.parse import parse_text
     from memsnap.render.snapshot import SHOW_HEADERS, show_columns
     from memsnap.render.table import table
 
     mappings = parse_text(fixture_text(LOCAL_SMAPS)).mappings
-    regions = [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
+    regions = [m._replace(kind=k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
     for color in (False, True):
         rows = [list(row) for row in zip(*show_columns(regions, 4096, color), strict=True)]
         align = ("left", "left", "right", "right", "left", "right", "left")
@@ -317,12 +316,11 @@ def test_fast_table_is_exactly_tabulates(style: str) -> None:
 
 def test_colored_rows_take_their_kinds_color_and_a_legend() -> None:
     from memsnap.classify import classify
-    from memsnap.model import Region
     from memsnap.parse import parse_text
     from memsnap.render.snapshot import KIND_COLORS, show_table
 
     mappings = parse_text(fixture_text(LOCAL_MAPS)).mappings
-    regions = [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
+    regions = [m._replace(kind=k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
     snap_out = show_table(_snapshot_for(regions), regions, "simple", color=True)
     heap_line = next(line for line in snap_out.splitlines() if "[heap]" in line)
     code = f"\x1b[{KIND_COLORS['heap']}m"

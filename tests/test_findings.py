@@ -862,7 +862,7 @@ def test_ordered_puts_the_most_severe_first() -> None:
 
 def captured(name: str) -> list[Region]:
     mappings = sorted(parse_text(fixture_text(name)).mappings, key=lambda m: m.start)
-    return [Region(*m, kind=k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
+    return [m._replace(kind=k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
 
 
 def summary(name: str) -> dict[tuple[str, tuple[str, ...]], int]:

@@ -100,7 +100,7 @@ def read(pid: int) -> tuple[list[Region], Facts]:
         layouts_from_files(proc, pid),
         capture.info.page_size,
     )
-    regions = [Region(*m, kind=k) for m, k in zip(parsed.mappings, kinds, strict=True)]
+    regions = [m._replace(kind=k) for m, k in zip(parsed.mappings, kinds, strict=True)]
     replaced = replaced_objects(regions, through_root(pid))
     info = capture.info
     return regions, Facts(info.command, info.cmdline, info.exe, replaced)

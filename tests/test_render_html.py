@@ -57,7 +57,7 @@ def snapshot_of(regions: list[Region], sid: int = 1, **kw: object) -> Snapshot:
 
 def captured() -> list[Region]:
     mappings = parse_text(fixture_text(LOCAL_SMAPS)).mappings
-    return [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
+    return [m._replace(kind=k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
 
 
 def page_data(page: str) -> dict[str, object]:

@@ -9,7 +9,7 @@ from test_render_html import LOCAL_SMAPS, captured, region, snapshot_of
 
 from conftest import Cli, fixture_text
 from memsnap.classify import classify
-from memsnap.model import KINDS, Region
+from memsnap.model import KINDS
 from memsnap.parse import parse_text
 from memsnap.render import termmap as render_map
 from memsnap.render.snapshot import KIND_COLORS
@@ -81,7 +81,7 @@ def test_sixty_thousand_regions_still_fit_the_width() -> None:
 
 def test_a_32_bit_capture_draws_too() -> None:
     mappings = parse_text(fixture_text("hs_err-jvm7-i386-32bit-jboss-2441-maps.txt")).mappings
-    regions = [Region(*m, k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
+    regions = [m._replace(kind=k) for m, k in zip(mappings, classify(mappings, None), strict=True)]
     text = render_map.map_text(snapshot_of(regions), regions, 90, color=False)
     assert len(strip_line(text)) == 90
 

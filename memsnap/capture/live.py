@@ -13,8 +13,10 @@ from datetime import datetime, timezone
 from memsnap.capture.procfs import Proc
 from memsnap.capture.record import classify_capture
 from memsnap.diff import Diff, diff_snapshots, libraries
-from memsnap.model import Region, Snapshot, combine, totals_by_kind
+from memsnap.model import MAPPING_FIELDS, Region, Snapshot, combine, regions_of, totals_by_kind
 from memsnap.names import escape_undecodable
+
+_PATH = MAPPING_FIELDS.index("path")
 
 
 def live_layout(proc: Proc, pid: int, smaps: bool = True) -> tuple[Snapshot, list[Region]]:
@@ -42,12 +44,11 @@ def live_layout(proc: Proc, pid: int, smaps: bool = True) -> tuple[Snapshot, lis
         kinds=by_kind,
     )
     # Paths as the store keeps them: a byte that is not UTF-8 as `\xNN`.
-    regions = [
-        Region(*m, kind=kind)
-        if m.path is None or m.path.isascii()
-        else Region(*m._replace(path=escape_undecodable(m.path)), kind=kind)
-        for m, kind in zip(parsed.mappings, kinds, strict=True)
+    columns = list(parsed.columns)
+    columns[_PATH] = [
+        p if p is None or p.isascii() else escape_undecodable(p) for p in columns[_PATH]
     ]
+    regions = regions_of(tuple(columns), kinds)
     regions.sort(key=lambda r: r.start)
     return snapshot, regions
 

@@ -21,7 +21,15 @@ from memsnap.capture.replaced import replaced_in
 from memsnap.classify import MAX_STREAMED_OBJECTS, StreamClassifier, Threads, classify
 from memsnap.elf import HEAD_BYTES, LoadLayout, parse_load_layout
 from memsnap.errors import MemsnapError, ParseError
-from memsnap.model import Columns, Mapping, ProcessIdentity, SnapshotInfo, Totals, columns_of
+from memsnap.model import (
+    MAPPING_FIELDS,
+    Columns,
+    Mapping,
+    ProcessIdentity,
+    SnapshotInfo,
+    Totals,
+    columns_of,
+)
 from memsnap.parse import Parsed, Sums, parse_piece, parse_text, read_pieces
 from memsnap.store.database import Database
 from memsnap.store.writer import Writer, digest_parts, latest_digest, stored_digest
@@ -134,7 +142,7 @@ def classify_capture(proc: Proc, capture: Capture) -> tuple[Parsed, list[str]]:
     return parsed, kinds
 
 
-_PATH, _DELETED = Mapping._fields.index("path"), Mapping._fields.index("deleted")
+_PATH, _DELETED = MAPPING_FIELDS.index("path"), MAPPING_FIELDS.index("deleted")
 
 
 def settle_deleted(proc: Proc, pid: int, parsed: Parsed) -> None:
@@ -248,8 +256,8 @@ def record_pid(
 
 IMPORTED_HOST = "(imported)"
 # A mapping's fields that come from smaps, left out of an import with --no-smaps.
-_HEADER_COLUMNS = Mapping._fields.index("deleted") + 1
-_NO_SMAPS: dict[str, Any] = dict.fromkeys(Mapping._fields[Mapping._fields.index("deleted") + 1 :])
+_HEADER_COLUMNS = MAPPING_FIELDS.index("deleted") + 1
+_NO_SMAPS: dict[str, Any] = dict.fromkeys(MAPPING_FIELDS[_HEADER_COLUMNS:])
 
 
 def _imported_info(

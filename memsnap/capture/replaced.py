@@ -34,7 +34,7 @@ def executable_mappings(raw: bytes) -> list[Region]:
         parsed = parse_text(b"\n".join(lines) + b"\n")
     except ParseError:
         return []  # the whole text is parsed next and its error is the one reported
-    return [Region(*m) for m in parsed.mappings]
+    return parsed.mappings
 
 
 def stat_in_root(root: str) -> Callable[[str], os.stat_result | None]:

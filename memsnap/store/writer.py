@@ -30,9 +30,9 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select
 
 from memsnap.model import (
+    MAPPING_FIELDS,
     REGION_FIELDS,
     Columns,
-    Mapping,
     ProcessIdentity,
     SnapshotInfo,
     Totals,
@@ -54,9 +54,9 @@ from memsnap.store.schema import (
 _CHUNK = 500
 _PATHS_REMEMBERED = 100_000  # path ids a connection remembers at most
 _OPEN_ROWS_BATCH = 2000
-# The region columns in the order of `Mapping`'s fields (path as its id), then kind.
+# The region columns in the order of `Region`'s fields (path as its id), kind last.
 _KEY_COLUMNS = tuple(f.column for f in REGION_FIELDS)
-_SHIFTED = [Mapping._fields.index(f) for f in U64_REGION_FIELDS]  # positions within a key
+_SHIFTED = [MAPPING_FIELDS.index(f) for f in U64_REGION_FIELDS]  # positions within a key
 
 
 def path_digest(text: str) -> str:
@@ -344,7 +344,7 @@ def save_unchanged(
     return snapshot_id, totals
 
 
-_PATH = Mapping._fields.index("path")
+_PATH = MAPPING_FIELDS.index("path")
 
 
 def _stored_keys(
@@ -353,7 +353,7 @@ def _stored_keys(
     """Each region as the tuple of its column values, as the database stores them."""
     if not kinds:
         return []
-    stored = list(columns[: len(Mapping._fields)])
+    stored = list(columns)
     for i in _SHIFTED:
         stored[i] = list(map((-U64_SHIFT).__add__, stored[i]))
     stored[_PATH] = [None if p is None else path_ids[p] for p in stored[_PATH]]
