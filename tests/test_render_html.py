@@ -32,27 +32,28 @@ T0 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc)
 DATA = re.compile(r'<script type="application/json" id="data">(.*?)</script>', re.S)
 
 
-def snapshot_of(regions: list[Region], sid: int = 1, **kw: object) -> Snapshot:
+def snapshot_of(
+    regions: list[Region], sid: int = 1, command: str = "demo", label: str | None = None
+) -> Snapshot:
+    """A snapshot of `regions`, its totals summed from them."""
     kinds = totals_by_kind(columns_of(regions), [r.kind for r in regions])
-    fields: dict[str, object] = {
-        "id": sid,
-        "process_id": 1,
-        "seq": sid,
-        "taken_at": T0 + timedelta(seconds=sid),
-        "identity": ProcessIdentity("host", "boot", 4242, 1),
-        "command": "demo",
-        "cmdline": ("./demo", "--flag"),
-        "exe": "/tmp/demo",
-        "label": None,
-        "page_size": 4096,
-        "kernel": None,
-        "source": "file",
-        "has_smaps": True,
-        "totals": combine(kinds.values()),
-        "kinds": kinds,
-    }
-    fields.update(kw)
-    return Snapshot(**fields)  # type: ignore[arg-type]
+    return Snapshot(
+        id=sid,
+        process_id=1,
+        seq=sid,
+        taken_at=T0 + timedelta(seconds=sid),
+        identity=ProcessIdentity("host", "boot", 4242, 1),
+        command=command,
+        cmdline=("./demo", "--flag"),
+        exe="/tmp/demo",
+        label=label,
+        page_size=4096,
+        kernel=None,
+        source="file",
+        has_smaps=True,
+        totals=combine(kinds.values()),
+        kinds=kinds,
+    )
 
 
 def captured() -> list[Region]:
@@ -68,12 +69,13 @@ def page_data(page: str) -> dict[str, object]:
 
 
 def region(
-    start: int, pages: int, kind: str = "anon", path: str | None = None, **kw: object
+    start: int, pages: int, kind: str = "anon", path: str | None = None, perms: str = "rw-p"
 ) -> Region:
+    """A region of `pages` pages, all of them resident."""
     return Region(
         start=start,
         end=start + pages * 4096,
-        perms=str(kw.pop("perms", "rw-p")),
+        perms=perms,
         offset=0,
         dev="00:00",
         inode=0,
@@ -82,7 +84,6 @@ def region(
         pss=pages * 4096,
         swap=0,
         kind=kind,
-        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -217,7 +218,8 @@ def test_a_thousand_steps_of_five_hundred_regions_stay_under_three_megabytes() -
     page = render_html.replay_page(_steps(layouts), first)
     size = len(page.encode("utf-8"))
     assert size < 3 * 1024 * 1024, size
-    assert len(page_data(page)["steps"]) == 1000  # type: ignore[arg-type]
+    steps = page_data(page)["steps"]
+    assert isinstance(steps, list) and len(steps) == 1000
 
 
 def test_diff_of_two_processes_draws_both_side_by_side() -> None:
