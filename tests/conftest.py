@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,10 +44,10 @@ def fixture_text(name: str) -> str:
     return capture_path(name).read_text(encoding="utf-8", errors="surrogateescape")
 
 
-# Fixtures that start the C helper: a test using one starts a real process, and must say
-# so with @pytest.mark.live, so that `pytest -m "not live"` runs only what needs neither a
-# compiler nor a process to watch.
-LIVE_FIXTURES = frozenset({"target", "target_binary", "hostile", "findings_binary"})
+# Fixtures that start a process to watch (the C helper, or plain_target's interpreter): a
+# test using one starts a real process, and must say so with @pytest.mark.live, so that
+# `pytest -m "not live"` runs only what needs neither a compiler nor a process to watch.
+LIVE_FIXTURES = frozenset({"target", "target_binary", "plain_target", "hostile", "findings_binary"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -159,7 +160,10 @@ def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Target:
-    """A live helper process; `send` performs one layout change and returns its answer."""
+    """A live helper process; `send` performs one layout change and returns its answer.
+
+    `binary` is the C helper (tests/helpers/target.c) or, with the script as its first
+    argument, the Python interpreter running tests/helpers/plain_target.py."""
 
     def __init__(self, binary: Path, args: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
@@ -190,5 +194,14 @@ class Target:
 @pytest.fixture
 def target(target_binary: Path) -> Iterator[Target]:
     t = Target(target_binary)
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def plain_target() -> Iterator[Target]:
+    """A live process that needs no C compiler: it answers `pages`, `anon` and `dlopen`
+    as the C helper does (tests/helpers/plain_target.py), and nothing else."""
+    t = Target(Path(sys.executable), (str(HELPERS / "plain_target.py"),))
     yield t
     t.stop()
