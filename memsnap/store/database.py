@@ -56,7 +56,7 @@ from memsnap.store.identify import (
 )
 
 # The newest migration in migrations/versions; a test checks it against Alembic's head.
-SCHEMA_HEAD = "0005_replaced"
+SCHEMA_HEAD = "0006_compact"
 SQLITE_MAGIC = dbfile.SQLITE_MAGIC
 BUSY_TIMEOUT_S = 30
 # How long a writer waits for the lock in silence before saying what it waits for.

@@ -6,7 +6,9 @@ keeps. Inside that transaction (taken up front on SQLite; the process row locked
 PostgreSQL, as a recording locks it, so the two queue rather than interleave):
 
 1. the process's snapshots are read and the policy (`memsnap.retention`) names the kept;
-2. the others are deleted (their per-kind totals go with them, ON DELETE CASCADE);
+2. the others are deleted (their per-kind totals go with them, ON DELETE CASCADE); a
+   removed snapshot's per-kind rows that kept snapshots share (`snapshots.kinds_from`)
+   first move to the earliest of those, which the others then name;
 3. a region row lives from `first_seq` to `last_seq` (NULL: still open): it is deleted
    when no kept snapshot's seq lies in that range. The bounds of the rows that stay are
    left as they are: the layout at every kept snapshot is then the very same rows;
@@ -95,10 +97,37 @@ def _in_chunks(
         conn.exec_driver_sql(sql.format(ids=", ".join([mark] * len(chunk))), before + chunk)
 
 
-def _forget(conn: Connection, process_row: int, removed_ids: list[int]) -> None:
-    """Delete the snapshots, the region rows no remaining snapshot of the process lies
-    in, and the paths nothing uses any more."""
+def _rehome_kinds(
+    conn: Connection, process_row: int, rows: Sequence[Any], removed: set[int]
+) -> None:
+    """Move the per-kind rows of removed snapshots that kept snapshots share to the
+    earliest of those kept (`rows`: the process's snapshots, id, seq and kinds_from)."""
     mark = placeholder(conn)
+    heirs: dict[int, int] = {}  # removed owner -> the kept snapshot taking its rows
+    for row in sorted(rows, key=lambda r: r.seq):
+        if row.id not in removed and row.kinds_from in removed and row.kinds_from not in heirs:
+            heirs[row.kinds_from] = row.id
+    for owner, heir in heirs.items():
+        conn.exec_driver_sql(
+            f"UPDATE snapshot_kinds SET snapshot_id = {mark} WHERE snapshot_id = {mark}",
+            (heir, owner),
+        )
+        conn.exec_driver_sql(f"UPDATE snapshots SET kinds_from = NULL WHERE id = {mark}", (heir,))
+        conn.exec_driver_sql(
+            f"UPDATE snapshots SET kinds_from = {mark} "
+            f"WHERE process_id = {mark} AND kinds_from = {mark}",
+            (heir, process_row, owner),
+        )
+
+
+def _forget(
+    conn: Connection, process_row: int, rows: Sequence[Any], removed_ids: list[int]
+) -> None:
+    """Delete the snapshots (their shared per-kind rows moved to a kept one first), the
+    region rows no remaining snapshot of the process lies in, and the paths nothing uses
+    any more."""
+    mark = placeholder(conn)
+    _rehome_kinds(conn, process_row, rows, set(removed_ids))
     _in_chunks(conn, "DELETE FROM snapshots WHERE id IN ({ids})", removed_ids)
     # A region row is needed while any remaining snapshot's seq lies in its range; the
     # latest snapshot always remains, so an open row (last_seq NULL) always is.
@@ -143,7 +172,7 @@ def _prune_one(
 ) -> tuple[list[Snapshot], int]:
     _lock_process(conn, process_row)
     rows = conn.execute(
-        select(snapshots.c.id, snapshots.c.seq, snapshots.c.taken_at).where(
+        select(snapshots.c.id, snapshots.c.seq, snapshots.c.taken_at, snapshots.c.kinds_from).where(
             snapshots.c.process_id == process_row
         )
     ).all()
@@ -151,7 +180,7 @@ def _prune_one(
     removed_ids = sorted(r.id for r in rows if r.seq not in kept_seqs)
     removed = snapshots_by_id(conn, removed_ids)
     if removed_ids and not dry_run:
-        _forget(conn, process_row, removed_ids)
+        _forget(conn, process_row, rows, removed_ids)
     return removed, len(rows) - len(removed_ids)
 
 

@@ -16,7 +16,7 @@ from functools import partial
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Connection, Row, Select, literal, or_, select
+from sqlalchemy import BigInteger, Connection, Row, Select, bindparam, func, literal, or_, select
 
 from memsnap.errors import NotFoundError
 from memsnap.match import compile_name, name_matches
@@ -126,8 +126,21 @@ def list_snapshots(conn: Connection, flt: SnapshotFilter) -> list[Snapshot]:
     return found
 
 
+# A snapshot's per-kind totals: its own rows, or those of the snapshot it names.
+_KIND_TOTALS = (
+    select(snapshot_kinds)
+    .select_from(
+        snapshots.join(
+            snapshot_kinds,
+            snapshot_kinds.c.snapshot_id == func.coalesce(snapshots.c.kinds_from, snapshots.c.id),
+        )
+    )
+    .where(snapshots.c.id == bindparam("snapshot"))
+)
+
+
 def kind_totals(conn: Connection, snapshot_id: int) -> dict[str, Totals]:
-    rows = conn.execute(select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == snapshot_id))
+    rows = conn.execute(_KIND_TOTALS, {"snapshot": snapshot_id})
     return {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap, r.uss) for r in rows}
 
 

@@ -10,7 +10,8 @@ against these tables by the tests.
 Storage grows with change, not with time: a region row lives from the snapshot it first
 appeared in (`first_seq`) to the last one it was seen in (`last_seq`, NULL while it is
 still there at the process's latest snapshot). Recording an unchanged process again adds
-one snapshot row and nothing else. The layout at snapshot k of a process is the rows
+one snapshot row and nothing else: no region row, no per-kind row (it names the snapshot
+whose per-kind totals it shares, `kinds_from`). The layout at snapshot k of a process is the rows
 with `first_seq <= k` and `last_seq` NULL or `>= k`.
 
 Addresses, offsets and inodes are unsigned 64-bit (`[vsyscall]` sits at
@@ -138,16 +139,24 @@ snapshots = Table(
     Column("swap", BigInteger, nullable=True),
     # Unique set size (private clean + private dirty), psutil's USS.
     Column("uss", BigInteger, nullable=True),
-    # Hash of the text a live snapshot was read from; equal digests, equal layouts.
+    # Hash of the text a live snapshot was read from; equal digests, equal layouts. Only
+    # a process's latest snapshot is ever compared, so only it keeps its digest: writing
+    # the next one clears the one before.
     Column("digest", String(64), nullable=True),
     # The executable files whose path named another file when this snapshot was taken
     # (`memsnap.capture_replaced`): a JSON list of [path, device, inode]; NULL where not
     # known (imports, snapshots older than the column).
     Column("replaced", Text, nullable=True),
+    # The earlier snapshot of this process whose per-kind totals this one has (its rows
+    # in `snapshot_kinds`), NULL when it has rows of its own: an unchanged snapshot
+    # writes none (migration 0006_compact). No foreign key: a prune that removes the
+    # snapshot named here first moves its rows to a kept one (`memsnap.store.prune`).
+    Column("kinds_from", Integer, nullable=True),
     UniqueConstraint("process_id", "seq"),
 )
 
-# Per-kind totals of each snapshot, so diffs and replays need not sum regions.
+# Per-kind totals of a snapshot, so diffs and replays need not sum regions; stored only
+# when they are not those of the snapshot before (see `snapshots.kinds_from`).
 snapshot_kinds = Table(
     "snapshot_kinds",
     metadata,

@@ -6,7 +6,10 @@ vanished or changed gets `last_seq = k`; a new or changed region is inserted wit
 `first_seq = k+1`. Storage so grows with change, not with the number of snapshots. When
 the text a snapshot was read from is byte-for-byte that of the latest snapshot (same
 digest), not even the comparison is needed; nor when the quick signal stored after the
-digest (maps, smaps_rollup: see `Proc.quick`) is the latest snapshot's.
+digest (maps, smaps_rollup: see `Proc.quick`) is the latest snapshot's. Such an unchanged
+snapshot is one row: it names the snapshot whose per-kind totals it shares
+(`kinds_from`) instead of copying them. Only the latest snapshot of a process is ever
+compared, so writing a new one clears the digest of the one before.
 
 The region rows are the hot path (a process may have 65,530 mappings): they are compared
 and written as plain tuples in the database's own representation, straight through the
@@ -27,7 +30,7 @@ from functools import cache
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from memsnap.model import (
     MAPPING_FIELDS,
@@ -47,7 +50,6 @@ from memsnap.store.schema import (
     U64_SHIFT,
     paths,
     processes,
-    snapshot_kinds,
     snapshots,
 )
 
@@ -84,7 +86,11 @@ _PATH_IDS = select(paths.c.digest, paths.c.id).where(
 )
 _INSERT_SNAPSHOT = insert(snapshots).returning(snapshots.c.id)
 _INSERT_PROCESS = insert(processes).returning(processes.c.id)
-_KINDS_OF = select(snapshot_kinds).where(snapshot_kinds.c.snapshot_id == bindparam("snapshot"))
+# Only a process's latest snapshot is compared with a new capture: the one before it
+# need not keep its digest (63 bytes of every unchanged snapshot otherwise).
+_FORGET_DIGEST = (
+    update(snapshots).where(snapshots.c.id == bindparam("snapshot")).values(digest=None)
+)
 
 
 @cache
@@ -261,7 +267,12 @@ def latest_snapshot(conn: Connection, process_row: int) -> Any:
 
 
 def _snapshot_row(
-    conn: Connection, process_row: int, seq: int, info: SnapshotInfo, totals: Totals
+    conn: Connection,
+    process_row: int,
+    seq: int,
+    info: SnapshotInfo,
+    totals: Totals,
+    kinds_from: int | None = None,
 ) -> int:
     return int(
         conn.execute(
@@ -283,6 +294,7 @@ def _snapshot_row(
                 "uss": totals.uss,
                 "digest": info.digest,
                 "replaced": info.replaced,
+                "kinds_from": kinds_from,
             },
         ).scalar_one()
     )
@@ -332,15 +344,13 @@ def save_unchanged(
     else:
         return None
     totals = Totals(latest.regions, latest.size, latest.rss, latest.pss, latest.swap, latest.uss)
+    # No per-kind row is written: the new snapshot names the snapshot whose rows the
+    # latest has (itself, or the one it names in turn).
+    shares = latest.id if latest.kinds_from is None else latest.kinds_from
     snapshot_id = _snapshot_row(
-        conn, process_row, latest.seq + 1, replace(info, digest=kept), totals
+        conn, process_row, latest.seq + 1, replace(info, digest=kept), totals, shares
     )
-    kinds = conn.execute(_KINDS_OF, {"snapshot": latest.id}).all()
-    _kind_rows(
-        conn,
-        snapshot_id,
-        {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap, r.uss) for r in kinds},
-    )
+    conn.execute(_FORGET_DIGEST, {"snapshot": latest.id})
     return snapshot_id, totals
 
 
@@ -461,6 +471,8 @@ def save_snapshot(
     totals = combine(by_kind.values())
     snapshot_id = _snapshot_row(conn, process_row, seq, info, totals)
     _kind_rows(conn, snapshot_id, by_kind)
+    if latest is not None and latest.digest is not None:
+        conn.execute(_FORGET_DIGEST, {"snapshot": latest.id})
     return snapshot_id, totals
 
 
