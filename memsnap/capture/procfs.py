@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from io import FileIO
 from pathlib import Path
 from typing import NamedTuple
 
@@ -131,6 +132,13 @@ class Digest:
         for part in parts:
             digest.update(part)
         self._value = digest.hexdigest()
+
+    @classmethod
+    def known(cls, value: str) -> Digest:
+        """A digest already computed (a text hashed a piece at a time: `MapReader`)."""
+        digest = cls()
+        digest._value = value
+        return digest
 
     def value(self) -> str:
         if self._thread is not None:
@@ -374,6 +382,17 @@ class Proc:
             digest=Digest(raw, repr((smaps, info.exe, threads, info.page_size)).encode()),
         )
 
+    def map_reader(
+        self, pid: int, smaps: bool = True, info: ProcessInfo | None = None
+    ) -> MapReader:
+        """`capture`, a piece at a time: the map opened, to be read by `MapReader.read`
+        and checked whole by `MapReader.capture` under the same rules."""
+        if info is None or info.stat is None:
+            info = self.info(pid)
+        with _translate(pid):
+            f = FileIO(self.file(pid, "smaps" if smaps else "maps"))
+        return MapReader(self, pid, info, smaps, f)
+
     def _whole(self, pid: int, before: Stat, read: bool) -> None:
         """Raise unless the stat read now shows the process of `before`, alive, not
         exiting, with the same address space (see `Stat`); `read`: the map was not empty."""
@@ -437,3 +456,64 @@ class Proc:
     def map_file(self, pid: int, start: int, end: int) -> Path:
         """The kernel's handle on a mapped file, valid even when the file was deleted."""
         return Path(self.file(pid, f"map_files/{start:x}-{end:x}"))
+
+
+class MapReader:
+    """One read of a process's maps or smaps, handed out a piece at a time (`Proc.map_reader`).
+
+    The text is hashed as it is read, so that `capture` gives the digest `Proc.capture`
+    would give for the whole text; the stat after the read and the threads' stack
+    pointers are taken in `capture`, after the end was met, as `Proc.capture` takes
+    them. Every piece of a text that turns out not to be whole (the process exited or
+    ran a new program meanwhile) must be thrown away: `capture` raises then.
+    """
+
+    def __init__(self, proc: Proc, pid: int, info: ProcessInfo, smaps: bool, f: FileIO) -> None:
+        self.proc, self.pid, self.info, self.smaps = proc, pid, info, smaps
+        self._file = f
+        self._hash = hashlib.blake2b(digest_size=20)
+        self._size = 0
+
+    def read(self, budget: int) -> bytes:
+        """The next `budget` bytes of the text, fewer only at its end (b"": the end).
+
+        The kernel hands out about a page per `read()` whatever is asked: each call is
+        given the room left in one buffer, so no call allocates."""
+        buffer = bytearray(budget)
+        view = memoryview(buffer)
+        pos = 0
+        with _translate(self.pid):
+            while pos < budget:
+                n = self._file.readinto(view[pos:])
+                if not n:
+                    break
+                pos += n
+        view.release()
+        if pos < budget:
+            del buffer[pos:]
+            self.close()
+        piece = bytes(buffer)
+        self._hash.update(piece)
+        self._size += pos
+        return piece
+
+    def close(self) -> None:
+        self._file.close()
+
+    def capture(self, raw: bytes = b"") -> Capture:
+        """After the end was read: the capture of the whole text (`raw`: the text
+        itself, when the caller kept it whole; else b"" and the caller holds the
+        pieces), or the `ProcessError` saying why the text is not whole."""
+        self.close()
+        info, smaps = self.info, self.smaps
+        threads = self.proc.thread_stack_pointers(self.pid) if self._size else ThreadPointers((), 0)
+        assert info.stat is not None
+        self.proc._whole(self.pid, info.stat, bool(self._size))
+        self._hash.update(repr((smaps, info.exe, threads, info.page_size)).encode())
+        return Capture(
+            info=info,
+            raw=raw,
+            has_smaps=smaps,
+            threads=threads,
+            digest=Digest.known(self._hash.hexdigest()),
+        )

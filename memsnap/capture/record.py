@@ -13,10 +13,12 @@ from collections.abc import Callable, Container, Iterator
 from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from memsnap.capture.procfs import Capture, Proc, ProcessInfo
+from memsnap.capture import pipeline
+from memsnap.capture.procfs import Capture, Proc, ProcessInfo, ThreadPointers
 from memsnap.capture.replaced import replaced_in
 from memsnap.classify import MAX_STREAMED_OBJECTS, StreamClassifier, Threads, classify
 from memsnap.elf import HEAD_BYTES, LoadLayout, parse_load_layout
@@ -32,7 +34,13 @@ from memsnap.model import (
 )
 from memsnap.parse import Parsed, Sums, parse_piece, parse_text, read_pieces
 from memsnap.store.database import Database
-from memsnap.store.writer import Writer, digest_parts, latest_digest, stored_digest
+from memsnap.store.writer import (
+    NewSnapshot,
+    Writer,
+    digest_parts,
+    latest_digest,
+    stored_digest,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +254,130 @@ def record_pid(
                 same = Writer(db).save_unchanged(snapshot, None, quick)
                 if same is not None:
                     return Recorded(same[0], identity.pid, info.command, same[1])
+    if isinstance(recorded, Mapping_) and pipeline.pipeline_enabled():
+        if info is None or info.stat is None:
+            info = proc.info(pid)
+        if (info.identity.pid, info.identity.start_ticks) not in recorded:
+            # Never recorded: nothing to compare with, so the text can be written as it
+            # is read and parsed.
+            return record_new(db, proc, pid, info, smaps, label, taken_at, recorded)
     capture = proc.capture(pid, smaps=smaps, info=info)
     if quick is not None and proc.quick(pid, smaps=smaps, info=info).value != quick:
         # The process moved between the two reads: the signal read before smaps may not
         # describe what smaps showed, so none is stored (the next record reads smaps).
         quick = None
     return record_capture(db, proc, capture, label, taken_at, recorded, quick)
+
+
+# Mappings of the pieces on either side a piece is classified with while the text is
+# still being read: an object's mappings sit side by side, and its bss right above them.
+CONTEXT = 64
+
+
+class _NotNew(Exception):
+    """Another writer recorded the process since it was looked up."""
+
+
+class _SlowText(Exception):
+    """A piece the fast parser refused: the whole text is parsed as one."""
+
+
+def record_new(
+    db: Database,
+    proc: Proc,
+    pid: int,
+    info: ProcessInfo,
+    smaps: bool,
+    label: str | None,
+    taken_at: datetime,
+    recorded: Recorded_,
+) -> Recorded:
+    """Record a process never recorded before. A text longer than one piece
+    (`pipeline.PIECE_BYTES`) is read and parsed on two threads while this one classifies
+    and writes the pieces parsed so far, all in one transaction that commits only once
+    the whole text was read and checked (`OverlappedRead`); else as `record_capture`.
+
+    A piece is classified with its neighbours' nearest mappings, before the whole text
+    is known. Once it is, the whole is classified as `classify_capture` does, with the
+    threads' stack pointers read after the text: should any kind differ from the one a
+    row was written with, every row is written again, so the snapshot is always the one
+    `record_capture` would store."""
+    reader = proc.map_reader(pid, smaps, info)
+    try:
+        first = reader.read(pipeline.PIECE_BYTES)
+    except BaseException:
+        reader.close()
+        raise
+    if len(first) < pipeline.PIECE_BYTES:
+        return record_capture(db, proc, reader.capture(first), label, taken_at, recorded)
+    guess_threads = proc.thread_stack_pointers(pid)
+    read = pipeline.OverlappedRead(reader, first, lambda parsed: settle_deleted(proc, pid, parsed))
+
+    def write(new: NewSnapshot) -> tuple[int, Totals]:
+        if not new.created:
+            raise _NotNew
+        return _write_new(new, read, proc, info, guess_threads, label, taken_at)
+
+    identity = info.identity
+    try:
+        snapshot_id, totals = Writer(db).save_new_snapshot(
+            identity, info.command, info.cmdline, info.exe, write
+        )
+        return Recorded(snapshot_id, identity.pid, info.command, totals)
+    except _NotNew:
+        # Recorded by another writer meanwhile: compared with what it stored.
+        return record_capture(db, proc, read.whole_text(), label, taken_at)
+    except _SlowText:
+        pass
+    except BaseException:
+        read.abandon()
+        raise
+    return record_capture(db, proc, read.whole_text(), label, taken_at, recorded)
+
+
+def _write_new(
+    new: NewSnapshot,
+    read: pipeline.OverlappedRead,
+    proc: Proc,
+    info: ProcessInfo,
+    guess_threads: ThreadPointers,
+    label: str | None,
+    taken_at: datetime,
+) -> tuple[int, Totals]:
+    pid, exe, page_size = info.identity.pid, info.exe, info.page_size
+    layouts = layouts_from_files(proc, pid)
+    guessing = Threads(guess_threads.known, some_unknown=guess_threads.unknown > 0)
+    pieces: list[Parsed] = []
+    guessed: list[str] = []
+    below: list[Mapping] = []
+    piece = read.piece(0)
+    while piece is not None:
+        following = read.piece(len(pieces) + 1)
+        above = following.mappings[:CONTEXT] if following is not None else []
+        count = len(piece.mappings)
+        window = [*below, *piece.mappings, *above]
+        kinds = classify(window, exe, guessing, layouts, page_size)[len(below) : len(below) + count]
+        new.add(piece.columns, kinds)
+        guessed.extend(kinds)
+        pieces.append(piece)
+        below = [*below, *piece.mappings[-CONTEXT:]][-CONTEXT:]
+        piece = following
+    capture = read.capture()
+    if not read.all_parsed:
+        raise _SlowText
+    mappings = list(chain.from_iterable(p.mappings for p in pieces))
+    columns: Columns = tuple(
+        list(chain.from_iterable(p.columns[c] for p in pieces)) for c in range(len(MAPPING_FIELDS))
+    )
+    threads = Threads(capture.threads.known, some_unknown=capture.threads.unknown > 0)
+    kinds = classify(mappings, exe, threads, layouts, page_size)
+    headers = b"".join(line + b"\n" for line in read.exec_headers)
+    snapshot = replace(
+        _info(capture, label, taken_at),
+        replaced=replaced_in(headers, proc.file(pid, "root")),
+        digest=stored_digest(capture.digest.value(), None),
+    )
+    return new.finish(snapshot, columns, kinds, rewrite=kinds != guessed)
 
 
 IMPORTED_HOST = "(imported)"

@@ -37,6 +37,12 @@ def executable_mappings(raw: bytes) -> list[Region]:
     return parsed.mappings
 
 
+def executable_headers(raw: bytes) -> list[bytes]:
+    """The header lines of a text's executable mappings: those of a text read a piece
+    at a time, joined with newlines, give the whole text's `replaced_in`."""
+    return _EXEC_HEADER.findall(raw)
+
+
 def stat_in_root(root: str) -> Callable[[str], os.stat_result | None]:
     """stat as the process sees a path: through its root (`/proc/PID/root`), so a
     process in a container is compared with its own files, not the host's."""

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
 from functools import cache
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
@@ -54,6 +54,7 @@ from memsnap.store.schema import (
 )
 
 _CHUNK = 500
+T = TypeVar("T")
 _PATHS_REMEMBERED = 100_000  # path ids a connection remembers at most
 _OPEN_ROWS_BATCH = 2000
 # The region columns in the order of `Region`'s fields (path as its id), kind last.
@@ -512,6 +513,65 @@ def save_streamed_snapshot(
     return snapshot_id, totals
 
 
+class NewSnapshot:
+    """The first snapshot of a process never recorded before, written as its regions
+    come (`add`), before the whole of it is known, inside the caller's transaction:
+    nothing of it is visible before the transaction commits, and a failure takes all of
+    it back. The process row is created first; `created` False means another writer
+    recorded the process meanwhile (nothing is written then: the caller compares with
+    that snapshot instead)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        identity: ProcessIdentity,
+        command: str,
+        cmdline: Sequence[str],
+        exe: str | None,
+    ) -> None:
+        self.conn = conn
+        self.process_row, self.created = process_id(conn, identity, command, cmdline, exe)
+        # Rows not written yet: whole INSERTs of `_rows_per_insert` rows go out as they
+        # fill, the rest with `finish` (one statement per leftover row is slower).
+        self._pending: list[tuple[Any, ...]] = []
+        self._per = _rows_per_insert(conn)
+
+    def add(self, columns: Columns, kinds: Sequence[str]) -> None:
+        """Write the next regions (columns and kinds, as `save_snapshot` takes them)."""
+        # Interned in rounds within one transaction: nothing this one inserted is
+        # remembered on the connection (`intern_paths`).
+        path_ids = intern_paths(
+            self.conn, (p for p in columns[_PATH] if p is not None), remember=False
+        )
+        pending = self._pending
+        pending.extend(_stored_keys(columns, kinds, path_ids))
+        whole = len(pending) - len(pending) % self._per
+        if whole:
+            _insert_regions(self.conn, self.process_row, 1, pending[:whole])
+            del pending[:whole]
+
+    def finish(
+        self, info: SnapshotInfo, columns: Columns, kinds: Sequence[str], rewrite: bool = False
+    ) -> tuple[int, Totals]:
+        """The snapshot row for all the regions (`columns`, `kinds`: every one of them),
+        its id and totals. `rewrite`: the kinds differ from those the regions were added
+        with; every region row is written again."""
+        if rewrite:
+            mark = placeholder(self.conn)
+            self.conn.exec_driver_sql(
+                f"DELETE FROM regions WHERE process_id = {mark}", (self.process_row,)
+            )
+            self._pending = []
+            self.add(columns, kinds)
+        _insert_regions(self.conn, self.process_row, 1, self._pending)
+        self._pending = []
+        by_kind = totals_by_kind(columns, kinds)
+        totals = combine(by_kind.values())
+        snapshot_id = _snapshot_row(self.conn, self.process_row, 1, info, totals)
+        _kind_rows(self.conn, snapshot_id, by_kind)
+        return snapshot_id, totals
+
+
 class Writer:
     """The store's writing face, all that capture sees of it: each call is one
     transaction of its own, and any database failure is a `DatabaseError`."""
@@ -541,6 +601,21 @@ class Writer:
         (see `save_streamed_snapshot`)."""
         with database_errors():
             return self.db.write(lambda conn: save_streamed_snapshot(conn, info, batches))
+
+    def save_new_snapshot(
+        self,
+        identity: ProcessIdentity,
+        command: str,
+        cmdline: Sequence[str],
+        exe: str | None,
+        work: Callable[[NewSnapshot], T],
+    ) -> T:
+        """Run `work` on the first snapshot of a new process, in one transaction (see
+        `NewSnapshot`). `work` may be run again from the start (`Database.write`)."""
+        with database_errors():
+            return self.db.write(
+                lambda conn: work(NewSnapshot(conn, identity, command, cmdline, exe))
+            )
 
     def recorded_processes(
         self, host: str, boot_id: str | None

@@ -1,0 +1,173 @@
+"""Reading and parsing a big map on two threads of their own, while the caller writes.
+
+A first record of a process of 60,000 mappings spends its time in stages that need not
+wait for each other: the kernel writing smaps a page per `read()`, parsing 1.5 million
+lines, SQLite inserting the rows. The kernel's read and SQLite's step let go of the
+interpreter lock, so a reader thread (read and hash each piece), a parser thread (cut the
+text at block boundaries, parse each piece) and the caller (classify and insert the
+pieces parsed so far, in the thread that owns the database connection) overlap. The time
+comes close to the longest stage's rather than their sum.
+
+`OverlappedRead` hands out the parsed pieces in text order; what the caller writes from
+them is only good once `capture` says the whole text was read under the rules of
+`Proc.capture` (the process alive and the same before and after). Until then, and if it
+raises, the caller's transaction must be rolled back. A piece the fast parser refuses
+stops the parsing: the caller then parses the whole text (`raw`) as `Proc.capture`'s
+caller does, so that every error is reported as before, naming its line.
+
+MEMSNAP_PIPELINE=0 turns the overlap off (`pipeline_enabled`).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+from memsnap.capture.procfs import Capture, MapReader
+from memsnap.capture.replaced import executable_headers
+from memsnap.parse import Parsed, Sums, _parse_in_pieces
+
+# Bytes of text per piece: a smaller piece fills and drains the pipeline sooner, a larger
+# one costs fewer rounds. A text that fits in one piece is read whole, with no thread.
+PIECE_BYTES = 2 << 20
+# The most lines searched back for the start of a piece's last block (a kernel prints
+# about 25 per block); a text with none is carried into the next piece whole.
+_BLOCK_LINES = 256
+
+
+def pipeline_enabled() -> bool:
+    """Whether a big first record overlaps its stages: MEMSNAP_PIPELINE=0 turns it off
+    (to compare, or to debug: everything is then read, parsed and written in turn)."""
+    return os.environ.get("MEMSNAP_PIPELINE", "1") != "0"
+
+
+def last_block_start(text: bytes) -> int:
+    """Where the last whole-lined block of `text` begins: the start of its last complete
+    header line (a line whose first word does not end with ':'); 0 when there is none
+    within reach. The text before it holds whole blocks; a block may go on after it."""
+    pos = text.rfind(b"\n")
+    for _ in range(_BLOCK_LINES):
+        if pos < 0:
+            return 0
+        begin = text.rfind(b"\n", 0, pos) + 1
+        first = text[begin:pos].split(None, 1)
+        if first and not first[0].endswith(b":"):
+            return begin
+        pos = begin - 1
+    return 0
+
+
+class OverlappedRead:
+    """A process's map read and parsed on two threads, a piece at a time.
+
+    `first` is the text's first piece, already read (the caller reads it to learn
+    whether the text is big enough to be worth threads). `settle` is run on each parsed
+    piece in the parser thread (the kernel's ` (deleted)` told from a name's own)."""
+
+    def __init__(self, reader: MapReader, first: bytes, settle: Callable[[Parsed], None]) -> None:
+        self._reader = reader
+        self._settle = settle
+        self.raw: list[bytes] = []  # the text's pieces as read, for `whole_text`
+        self.exec_headers: list[bytes] = []  # its executable mappings' header lines
+        self._pieces: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._parsed: list[Parsed] = []
+        self._done = threading.Condition()
+        self._parsing = True  # the parser thread has more to hand out
+        self._fast = True  # every piece so far took the fast parser
+        self._stop = False
+        self._capture: Capture | None = None
+        self._error: BaseException | None = None
+        self._read_thread = threading.Thread(target=self._read, args=(first,), daemon=True)
+        self._parse_thread = threading.Thread(target=self._parse, daemon=True)
+        self._read_thread.start()
+        self._parse_thread.start()
+
+    # --- the reader thread ---------------------------------------------------------
+
+    def _read(self, first: bytes) -> None:
+        try:
+            piece = first
+            while True:
+                self.raw.append(piece)
+                self._pieces.put(piece)
+                if len(piece) < PIECE_BYTES or self._stop:
+                    break
+                piece = self._reader.read(PIECE_BYTES)
+            if not self._stop:
+                self._capture = self._reader.capture()
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            self._error = exc
+        finally:
+            self._reader.close()
+            self._pieces.put(None)
+
+    # --- the parser thread ---------------------------------------------------------
+
+    def _parse(self) -> None:
+        carry = b""
+        sums = Sums()
+        try:
+            while True:
+                piece = self._pieces.get()
+                if piece is None:
+                    body, carry = carry, b""
+                else:
+                    text = carry + piece if carry else piece
+                    cut = last_block_start(text)
+                    body, carry = text[:cut], text[cut:]
+                if body and self._fast and not self._stop:
+                    self.exec_headers.extend(executable_headers(body))
+                    parsed = _parse_in_pieces(body, PIECE_BYTES, sums)
+                    if parsed is None:
+                        self._fast = False
+                    else:
+                        self._settle(parsed)
+                        with self._done:
+                            self._parsed.append(parsed)
+                            self._done.notify_all()
+                if piece is None:
+                    break
+        except BaseException as exc:
+            self._error = exc
+            self._stop = True
+        finally:
+            with self._done:
+                self._parsing = False
+                self._done.notify_all()
+
+    # --- the caller's thread -------------------------------------------------------
+
+    def piece(self, i: int) -> Parsed | None:
+        """The `i`-th parsed piece, waiting for it; None past the last (or once a piece
+        was refused by the fast parser: see `capture`). A failed read is raised here."""
+        with self._done:
+            self._done.wait_for(lambda: len(self._parsed) > i or not self._parsing)
+            if self._error is not None:
+                raise self._error
+            return self._parsed[i] if i < len(self._parsed) and self._fast else None
+
+    @property
+    def all_parsed(self) -> bool:
+        """Whether every piece of the text was parsed by the fast parser (after `capture`)."""
+        return self._fast and not self._parsing
+
+    def capture(self) -> Capture:
+        """Once the whole text was read: its capture (without the text itself: see
+        `whole_text`), or the `ProcessError` that says it is not whole."""
+        self._read_thread.join()
+        self._parse_thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._capture is not None
+        return self._capture
+
+    def whole_text(self) -> Capture:
+        """`capture` with the whole text in it, for the caller that parses it whole."""
+        return replace(self.capture(), raw=b"".join(self.raw))
+
+    def abandon(self) -> None:
+        """Stop reading and parsing (the caller failed): the threads end soon after."""
+        self._stop = True
