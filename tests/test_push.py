@@ -8,12 +8,17 @@ import hashlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from conftest import Cli, Target, capture_path
 
@@ -146,6 +151,60 @@ def test_push_is_incremental(local_url: str, db_url: str, target: Target) -> Non
         for c in (local, central)
     ]
     assert without_ids(newest[0]) == without_ids(newest[1])
+
+
+@contextmanager
+def rows_read_from(path: Path) -> Iterator[Counter[str]]:
+    """Count every row the SQLite file at `path` hands to memsnap, by what it is: a
+    snapshot row (its columns hold seq and taken_at), a region row (start_addr), or
+    another. A hook on every engine's new connections puts a row factory on those to
+    that file."""
+    counts: Counter[str] = Counter()
+
+    def count(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        names = {d[0] for d in cursor.description}
+        shape = "snapshot" if {"seq", "taken_at"} <= names else "other"
+        counts["region" if "start_addr" in names else shape] += 1
+        return row
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            main = dbapi_conn.execute("PRAGMA database_list").fetchone()[2]
+            if main and Path(main) == path:
+                dbapi_conn.row_factory = count
+
+    event.listen(Engine, "connect", on_connect)
+    try:
+        yield counts
+    finally:
+        event.remove(Engine, "connect", on_connect)
+
+
+def test_a_second_push_reads_only_what_is_new(local_url: str, db_url: str, target: Target) -> None:
+    local = Cli(local_url)
+    pid = str(target.pid)
+    for change in (None, "heap 1048576", None, "anon 4194304", None, None):
+        if change is not None:
+            target.send(change)
+        assert local("record", pid).exit_code == 0
+    with rows_read_from(Path(local_url)) as first:
+        assert push(local, db_url)["copied"] == 6
+    listed = snapshots(local)
+    assert first["snapshot"] == 6
+    assert first["region"] == sum(s["totals"]["regions"] for s in listed)
+    target.send("heap 65536")
+    assert local("record", pid).exit_code == 0
+    assert local("record", pid).exit_code == 0
+    with rows_read_from(Path(local_url)) as second:
+        doc = push(local, db_url)
+    assert (doc["copied"], doc["already_there"]) == (2, 6)
+    new = snapshots(local)[:2]
+    # Only the two new snapshots and their layouts are read, nothing of the six before.
+    assert second["snapshot"] == 2
+    assert second["region"] == sum(s["totals"]["regions"] for s in new)
+    with rows_read_from(Path(local_url)) as third:
+        assert push(local, db_url)["copied"] == 0
+    assert (third["snapshot"], third["region"]) == (0, 0)
 
 
 def test_push_since(local_url: str, db_url: str, target: Target) -> None:

@@ -1,8 +1,9 @@
 """`memsnap push URL`: copy the local snapshots another database does not have yet.
 
 Which snapshots those are, and how one is written there, is `memsnap.store.push`'s; this
-module reads the local history (through `memsnap.store.repository`), copies a snapshot at a time
-and prints what happened. The local database is only read.
+module asks the target what it holds, reads the local snapshots it lacks (through
+`memsnap.store.repository`, only those), copies a snapshot at a time and prints what
+happened. The local database is only read.
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ def push(
     snapshots there, and the next one goes on from them) and incremental (only what is
     new is read and sent). The local database is never changed.
     """
-    from memsnap.model import SnapshotFilter
     from memsnap.render import snapshot as render
     from memsnap.store.database import open_database, resolve_url, safe_url
-    from memsnap.store.push import PushResult, already_there, copy_snapshot, target_state
+    from memsnap.store.push import PushResult, copy_snapshot, target_state
     from memsnap.store.repository import Repository
     from memsnap.timeparse import parse_time
     from memsnap.units import plural
@@ -65,22 +65,17 @@ def push(
     with database(ctx) as source:
         target = open_database(url, create=True)
         try:
-            with target.reading() as conn:
-                latest, imports = target_state(conn)
             with Repository(source) as src:
-                snaps = src.snapshots(SnapshotFilter(since=start))
-                wanted = []
-                for snap in snaps:
-                    if already_there(snap, latest, imports):
-                        result.already_there += 1
-                    else:
-                        wanted.append(snap)
+                # The target is asked about the local hosts only (a central database
+                # holds many), then only the local snapshots it lacks are read.
+                with target.reading() as conn:
+                    latest, imports = target_state(conn, src.hosts())
+                pending = src.unpushed(latest, imports, start)
+                result.already_there = pending.already_there
                 # Each process's in seq order: a push cut short leaves a prefix there.
-                wanted.sort(key=lambda s: (s.process_id, s.seq))
-                for snap in wanted:
-                    full = src.snapshot(snap.id)
-                    regions = src.layout(full)
-                    done = target.write(partial(copy_snapshot, snap=full, regions=regions))
+                for snap in pending.snapshots:
+                    regions = src.layout(snap)
+                    done = target.write(partial(copy_snapshot, snap=snap, regions=regions))
                     if done is None:
                         result.already_there += 1
                     else:

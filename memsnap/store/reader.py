@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from functools import partial
 from operator import itemgetter
 from typing import Any, cast
@@ -142,6 +143,18 @@ _KIND_TOTALS = (
 def kind_totals(conn: Connection, snapshot_id: int) -> dict[str, Totals]:
     rows = conn.execute(_KIND_TOTALS, {"snapshot": snapshot_id})
     return {r.kind: Totals(r.regions, r.size, r.rss, r.pss, r.swap, r.uss) for r in rows}
+
+
+def snapshots_after(
+    conn: Connection, process_row: int, seq: int, since: datetime | None = None
+) -> list[Snapshot]:
+    """The snapshots of one process with a seq above `seq` (taken at or after `since`,
+    when given), without kind totals, in seq order: an indexed range, whatever the
+    history before it holds."""
+    query = _snapshot_query().where(snapshots.c.process_id == process_row, snapshots.c.seq > seq)
+    if since is not None:
+        query = query.where(snapshots.c.taken_at >= since)
+    return list(map(_snapshot, conn.execute(query.order_by(snapshots.c.seq))))
 
 
 def snapshots_by_id(conn: Connection, ids: Sequence[int]) -> list[Snapshot]:

@@ -3,11 +3,11 @@
 `Repository` is `Writer` (what capture sees: save a snapshot, save an unchanged one) plus
 the reading `memsnap.history` orchestrates (snapshot lists with filters, one snapshot, a
 snapshot's layout, the regions changed between two snapshots of one process, a layout
-for pairing and the whole regions a diff reports) and `prune`. It owns the connection
-and the transactions, and turns every database failure into `DatabaseError`: no caller
-sees SQLAlchemy or a driver. Reads share one connection, opened on first use and
-closed with the repository (`with Repository(db) as repo:`), so a command sees one
-state of the database.
+for pairing and the whole regions a diff reports), what a push has to copy, and
+`prune`. It owns the connection and the transactions, and turns every database failure
+into `DatabaseError`: no caller sees SQLAlchemy or a driver. Reads share one
+connection, opened on first use and closed with the repository (`with Repository(db)
+as repo:`), so a command sees one state of the database.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from memsnap.model import Region, Snapshot, SnapshotFilter, Totals
 from memsnap.retention import Policy
 from memsnap.store import findings_rows, reader
 from memsnap.store import prune as pruning
+from memsnap.store import push as pushing
 from memsnap.store.database import Database, database_errors
 from memsnap.store.writer import Writer
 
@@ -128,6 +129,24 @@ class Repository(Writer):
     def fileless_rows(self, process_id: int) -> list[Row]:
         with database_errors():
             return findings_rows.fileless_rows(self._reading(), process_id)
+
+    # --- what a push copies (see `memsnap.store.push`) ----------------------------------
+
+    def hosts(self) -> list[str]:
+        """The hosts this database holds processes of."""
+        with database_errors():
+            return pushing.local_hosts(self._reading())
+
+    def unpushed(
+        self,
+        latest: dict[pushing.LiveKey, int],
+        imports: set[pushing.ImportKey],
+        since: datetime | None = None,
+    ) -> pushing.Pending:
+        """The snapshots a target holding `latest` and `imports` lacks, and how many it
+        has; only the new ones are read."""
+        with database_errors():
+            return pushing.unpushed(self._reading(), latest, imports, since)
 
     # --- forgetting ------------------------------------------------------------------
 
