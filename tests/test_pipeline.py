@@ -193,13 +193,15 @@ def test_a_failed_overlapped_record_leaves_the_database_as_it_was(
     # The failure is met only once region rows were written in the transaction: the
     # stat after the read (and so the last block's parse) waits for the first INSERT.
     written = threading.Event()
-    insert = writer._insert_regions
+    insert = writer._insert_values
 
-    def spy(conn: Any, process_row: int, seq: int, rows: list[tuple[Any, ...]]) -> None:
-        insert(conn, process_row, seq, rows)
-        written.set()
+    def spy(conn: Any, process_row: int, seq: int, values: list[Any]) -> int:
+        done = insert(conn, process_row, seq, values)
+        if done:
+            written.set()
+        return done
 
-    monkeypatch.setattr(writer, "_insert_regions", spy)
+    monkeypatch.setattr(writer, "_insert_values", spy)
     change: dict[str, Any] = {}
     expected: type[Exception] = ParseError
     if failure == "exec after the read":

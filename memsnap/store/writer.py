@@ -371,6 +371,48 @@ def _stored_keys(
     return list(zip(*stored, kinds, strict=True))
 
 
+def _stored_values(columns: Columns, kinds: Sequence[str], path_ids: dict[str, int]) -> list[Any]:
+    """`_stored_keys` laid end to end, row after row, as a multi-row INSERT binds them:
+    built a column at a time by slice assignment, with no tuple per row (60,000 tuples
+    of 22 values, then flattened again, cost more than SQLite's own insert of them)."""
+    width = len(_KEY_COLUMNS)
+    values: list[Any] = [None] * (len(kinds) * width)
+    if not kinds:
+        return values
+    for i, column in enumerate(columns):
+        if i in _SHIFTED:
+            column = list(map((-U64_SHIFT).__add__, column))
+        elif i == _PATH:
+            column = [None if p is None else path_ids[p] for p in column]
+        values[i::width] = column
+    values[width - 1 :: width] = kinds
+    return values
+
+
+def _insert_values(conn: Connection, process_row: int, seq: int, values: list[Any]) -> int:
+    """Insert the whole statements' worth of rows at the front of `values` (see
+    `_stored_values`, `_insert_regions`); how many values were written."""
+    width = len(_KEY_COLUMNS)
+    per = _rows_per_insert(conn)
+    step = per * width
+    whole = len(values) - len(values) % step
+    if whole:
+        conn.exec_driver_sql(
+            _multi_row_insert(conn, process_row, seq, per),
+            [tuple(values[i : i + step]) for i in range(0, whole, step)],
+        )
+    return whole
+
+
+def _insert_new(conn: Connection, process_row: int, seq: int, values: list[Any]) -> None:
+    """Insert the rows of `values` (see `_stored_values`): whole statements, then the
+    rest one row per statement (`_insert_regions`)."""
+    width = len(_KEY_COLUMNS)
+    whole = _insert_values(conn, process_row, seq, values)
+    rest = [tuple(values[i : i + width]) for i in range(whole, len(values), width)]
+    _insert_regions(conn, process_row, seq, rest)
+
+
 def _keep_unchanged(
     conn: Connection, process_row: int, seq: int, keys: list[tuple[Any, ...]]
 ) -> list[tuple[Any, ...]]:
@@ -414,21 +456,31 @@ def _rows_per_insert(conn: Connection) -> int:
     return 200
 
 
+def _insert_head(conn: Connection) -> str:
+    return f"INSERT INTO regions (process_id, first_seq, {column_list(conn, _KEY_COLUMNS)}) VALUES "
+
+
+def _multi_row_insert(conn: Connection, process_row: int, seq: int, rows: int) -> str:
+    """An INSERT of `rows` regions of one process and seq. The process and sequence are
+    the same on every row: written into the statement (they are integers memsnap made)
+    rather than copied into 60,000 tuples."""
+    marks = ", ".join([placeholder(conn)] * len(_KEY_COLUMNS))
+    one = f"({int(process_row)}, {int(seq)}, {marks})"
+    return _insert_head(conn) + ", ".join([one] * rows)
+
+
 def _insert_regions(
     conn: Connection, process_row: int, seq: int, rows: list[tuple[Any, ...]]
 ) -> None:
     if not rows:
         return
     marks = ", ".join([placeholder(conn)] * len(_KEY_COLUMNS))
-    head = f"INSERT INTO regions (process_id, first_seq, {column_list(conn, _KEY_COLUMNS)}) VALUES "
+    head = _insert_head(conn)
     per = _rows_per_insert(conn)
     whole = len(rows) - len(rows) % per
     if whole:
-        # The process and sequence are the same on every row: written into the statement
-        # (they are integers memsnap made) rather than copied into 60,000 tuples.
-        one = f"({int(process_row)}, {int(seq)}, {marks})"
         conn.exec_driver_sql(
-            head + ", ".join([one] * per),
+            _multi_row_insert(conn, process_row, seq, per),
             [tuple(chain.from_iterable(rows[i : i + per])) for i in range(0, whole, per)],
         )
     if whole < len(rows):
@@ -464,10 +516,12 @@ def save_snapshot(
     elif latest is not None and seq <= latest.seq:
         raise SeqTaken(f"seq {seq} is not above the process's latest ({latest.seq})")
     path_ids = intern_paths(conn, (p for p in columns[_PATH] if p is not None))
-    keys = _stored_keys(columns, kinds, path_ids)
-    # Everything is new in a process's first snapshot: the keys go to the driver as is.
-    new_rows = keys if latest is None else _keep_unchanged(conn, process_row, seq, keys)
-    _insert_regions(conn, process_row, seq, new_rows)
+    if latest is None:
+        # Everything is new in a process's first snapshot: nothing to compare.
+        _insert_new(conn, process_row, seq, _stored_values(columns, kinds, path_ids))
+    else:
+        keys = _stored_keys(columns, kinds, path_ids)
+        _insert_regions(conn, process_row, seq, _keep_unchanged(conn, process_row, seq, keys))
     by_kind = totals_by_kind(columns, kinds)
     totals = combine(by_kind.values())
     snapshot_id = _snapshot_row(conn, process_row, seq, info, totals)
@@ -531,10 +585,9 @@ class NewSnapshot:
     ) -> None:
         self.conn = conn
         self.process_row, self.created = process_id(conn, identity, command, cmdline, exe)
-        # Rows not written yet: whole INSERTs of `_rows_per_insert` rows go out as they
-        # fill, the rest with `finish` (one statement per leftover row is slower).
-        self._pending: list[tuple[Any, ...]] = []
-        self._per = _rows_per_insert(conn)
+        # Rows not written yet, end to end (`_stored_values`): whole INSERTs of
+        # `_rows_per_insert` rows go out as they fill, the rest with `finish`.
+        self._pending: list[Any] = []
 
     def add(self, columns: Columns, kinds: Sequence[str]) -> None:
         """Write the next regions (columns and kinds, as `save_snapshot` takes them)."""
@@ -544,11 +597,8 @@ class NewSnapshot:
             self.conn, (p for p in columns[_PATH] if p is not None), remember=False
         )
         pending = self._pending
-        pending.extend(_stored_keys(columns, kinds, path_ids))
-        whole = len(pending) - len(pending) % self._per
-        if whole:
-            _insert_regions(self.conn, self.process_row, 1, pending[:whole])
-            del pending[:whole]
+        pending.extend(_stored_values(columns, kinds, path_ids))
+        del pending[: _insert_values(self.conn, self.process_row, 1, pending)]
 
     def finish(
         self, info: SnapshotInfo, columns: Columns, kinds: Sequence[str], rewrite: bool = False
@@ -563,7 +613,7 @@ class NewSnapshot:
             )
             self._pending = []
             self.add(columns, kinds)
-        _insert_regions(self.conn, self.process_row, 1, self._pending)
+        _insert_new(self.conn, self.process_row, 1, self._pending)
         self._pending = []
         by_kind = totals_by_kind(columns, kinds)
         totals = combine(by_kind.values())
