@@ -1,22 +1,21 @@
-"""`memsnap record`: snapshots of live processes, or of a saved maps/smaps text."""
+"""`memsnap record`: snapshots of live processes, once or as a watch, or of a saved
+maps/smaps text. How an imported text is opened is `importing`'s; how a watch is
+interrupted is `interrupts`'."""
 
 from __future__ import annotations
 
-import os
-import stat
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING
 
 import typer
 
 from memsnap.capture.watch import MAX_INTERVAL_S
 from memsnap.capture.watch import every as every_
 from memsnap.cli.common import database, echo
+from memsnap.cli.importing import read_import
+from memsnap.cli.interrupts import Terminated, raise_pending, watch_signals
 from memsnap.cli.picking import KEEP, PID_MAX
-from memsnap.errors import MemsnapError, MemsnapInterrupted, UsageError
+from memsnap.errors import MemsnapInterrupted, UsageError
 from memsnap.names import visible
 from memsnap.units import human, plural
 
@@ -27,11 +26,6 @@ if TYPE_CHECKING:
     from memsnap.capture.sweep import Sweep
     from memsnap.retention import Policy
 
-# A saved text larger than this is refused before it is read: 60,000 mappings of smaps are
-# about 45 MiB, and a kernel with vm.max_map_count=262144 (as Elasticsearch sets it) prints
-# about 220 MiB of smaps for a process that uses them all.
-MAX_IMPORT_BYTES = 256 << 20
-
 
 def summary_line(done: Recorded) -> str:
     """The line `record` prints for each snapshot it stored."""
@@ -41,54 +35,6 @@ def summary_line(done: Recorded) -> str:
         f"{t.regions} regions, "
         f"{human(t.size)} virtual, {human(t.rss)} rss"
     )
-
-
-@contextmanager
-def read_import(source: str) -> Iterator[BinaryIO]:
-    """The text of `--from-file` (`-` is standard input) as a seekable file, refusing
-    what is not a maps text before it can fill memory or disk: a regular file is judged
-    by its size and read where it is; anything else (a pipe, /dev/zero) is copied a chunk
-    at a time into an unnamed temporary file (never held whole: an import is read more
-    than once) and refused at the first NUL byte or once past the limit."""
-    try:
-        stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        raise MemsnapError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise MemsnapError(f"{source}: is a folder, not a maps text") from None
-    except OSError as exc:
-        raise MemsnapError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    with stream:
-        found = os.fstat(stream.fileno()) if source != "-" else None
-        if found is not None and stat.S_ISREG(found.st_mode):
-            if found.st_size > MAX_IMPORT_BYTES:
-                raise MemsnapError(_too_big(source))
-            yield stream
-            return
-        with tempfile.TemporaryFile(prefix="memsnap-import-") as spool:
-            _spool(source, stream, spool)
-            yield cast(BinaryIO, spool)
-
-
-def _spool(source: str, stream: BinaryIO, spool: Any) -> None:
-    total = 0
-    try:
-        while chunk := stream.read(1 << 20):
-            if b"\0" in chunk:
-                raise MemsnapError(f"{source}: holds NUL bytes: not a maps or smaps text")
-            total += len(chunk)
-            if total > MAX_IMPORT_BYTES:
-                raise MemsnapError(_too_big(source))
-            spool.write(chunk)
-    except IsADirectoryError:
-        raise MemsnapError(f"{source}: is a folder, not a maps text") from None
-    except OSError as exc:
-        raise MemsnapError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    spool.seek(0)
-
-
-def _too_big(source: str) -> str:
-    return f"{source}: larger than {human(MAX_IMPORT_BYTES)}: not a maps text memsnap imports"
 
 
 def check_watch_options(every: float | None, count: int | None) -> None:
@@ -121,37 +67,6 @@ class Status:
             self.shown = False
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM during a watch: unwinds like Ctrl-C (a half-written snapshot rolls back)."""
-
-
-# The interrupt a signal raised, kept: Python drops an exception raised while it runs a
-# weakref or gc callback ("Exception ignored in ..."), and a Ctrl-C that landed in one
-# (SQLAlchemy has some) would be lost; it is raised again at the next process or round.
-_PENDING: list[type[KeyboardInterrupt]] = []
-
-
-def _on_sigterm(_signum: int, _frame: object) -> None:
-    _PENDING.append(_Terminated)
-    raise _Terminated
-
-
-def _on_sigint(_signum: int, _frame: object) -> None:
-    _PENDING.append(KeyboardInterrupt)
-    raise KeyboardInterrupt
-
-
-def _quiet_unraisable(unraisable: Any) -> None:
-    """An interrupt dropped in a callback is raised again (`_PENDING`): no traceback."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        sys.__unraisablehook__(unraisable)
-
-
-def _raise_pending() -> None:
-    if _PENDING:
-        raise _PENDING[0]
-
-
 def record_live(
     sweep: Sweep,
     pids: list[int] | None,
@@ -166,7 +81,6 @@ def record_live(
     recorded at all. Ctrl-C (and SIGTERM in a watch) raises `MemsnapInterrupted` after
     the finished snapshots are kept.
     """
-    import signal
     from collections import Counter
 
     status = Status()
@@ -183,13 +97,13 @@ def record_live(
     failed = False
 
     def progress(done: int, total: int) -> None:
-        _raise_pending()
+        raise_pending()
         if total > 1:
             status.show(f"recording {done}/{total} processes")
 
     def one_round(number: int) -> bool:
         nonlocal failed
-        _raise_pending()
+        raise_pending()
         targets = watching if watching is not None else sweep.all_pids()
         result = sweep.run(targets, printer, progress)
         status.clear()
@@ -210,38 +124,28 @@ def record_live(
             failed = failed or not ended
         return bool(watching)
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if every is not None else None
-    previous_int = signal.signal(signal.SIGINT, _on_sigint) if every is not None else None
-    _PENDING.clear()
-    previous_hook = sys.unraisablehook
-    if every is not None:
-        sys.unraisablehook = _quiet_unraisable
     try:
-        if every is None:
-            one_round(1)
-        else:
-            every_(
-                every,
-                count,
-                one_round,
-                lambda left: status.show(
-                    f"{plural(kept.total(), 'snapshot')} taken, next in {left:.0f}s (Ctrl-C stops)"
-                ),
-            )
+        with watch_signals(every is not None):
+            if every is None:
+                one_round(1)
+            else:
+                every_(
+                    every,
+                    count,
+                    one_round,
+                    lambda left: status.show(
+                        f"{plural(kept.total(), 'snapshot')} taken, "
+                        f"next in {left:.0f}s (Ctrl-C stops)"
+                    ),
+                )
     except KeyboardInterrupt as exc:
         status.clear()
-        terminated = isinstance(exc, _Terminated)
+        terminated = isinstance(exc, Terminated)
         raise MemsnapInterrupted(
             f"{'terminated' if terminated else 'interrupted'}: "
             f"{plural(kept.total(), 'finished snapshot')} kept, none half-taken",
             exit_code=143 if terminated else 130,
         ) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if previous_int is not None:
-            signal.signal(signal.SIGINT, previous_int)
-        sys.unraisablehook = previous_hook
     return 1 if failed else 0
 
 
