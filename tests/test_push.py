@@ -180,31 +180,102 @@ def rows_read_from(path: Path) -> Iterator[Counter[str]]:
         event.remove(Engine, "connect", on_connect)
 
 
-def test_a_second_push_reads_only_what_is_new(local_url: str, db_url: str, target: Target) -> None:
+def shares_kinds(url: str) -> dict[int, bool]:
+    """Which snapshots of a SQLite file are one-row unchanged copies (sharing the
+    per-kind totals of an earlier snapshot), by id."""
+    with sqlite3.connect(url) as conn:
+        return {i: k is not None for i, k in conn.execute("SELECT id, kinds_from FROM snapshots")}
+
+
+def test_a_second_push_reads_only_what_is_new(
+    local_url: str, tmp_path: Path, target: Target
+) -> None:
     local = Cli(local_url)
+    central_url = str(tmp_path / "central.db")
     pid = str(target.pid)
+    # Maps only: an unrecorded Pss move cannot turn a re-record into a change.
     for change in (None, "heap 1048576", None, "anon 4194304", None, None):
         if change is not None:
             target.send(change)
-        assert local("record", pid).exit_code == 0
+        assert local("record", pid, "--no-smaps").exit_code == 0
     with rows_read_from(Path(local_url)) as first:
-        assert push(local, db_url)["copied"] == 6
+        assert push(local, central_url)["copied"] == 6
     listed = snapshots(local)
+    copies = shares_kinds(local_url)
+    assert sum(copies.values()) == 3  # seqs 3, 5 and 6
     assert first["snapshot"] == 6
-    assert first["region"] == sum(s["totals"]["regions"] for s in listed)
+    # An unchanged snapshot goes over as one row: its layout is not read.
+    assert first["region"] == sum(s["totals"]["regions"] for s in listed if not copies[s["id"]])
     target.send("heap 65536")
-    assert local("record", pid).exit_code == 0
-    assert local("record", pid).exit_code == 0
+    assert local("record", pid, "--no-smaps").exit_code == 0
+    assert local("record", pid, "--no-smaps").exit_code == 0
     with rows_read_from(Path(local_url)) as second:
-        doc = push(local, db_url)
+        doc = push(local, central_url)
     assert (doc["copied"], doc["already_there"]) == (2, 6)
-    new = snapshots(local)[:2]
-    # Only the two new snapshots and their layouts are read, nothing of the six before.
+    changed, unchanged = reversed(snapshots(local)[:2])
+    # Only the two new snapshots, and the changed one's layout, are read: nothing of
+    # the six before.
     assert second["snapshot"] == 2
-    assert second["region"] == sum(s["totals"]["regions"] for s in new)
+    assert second["region"] == changed["totals"]["regions"]
     with rows_read_from(Path(local_url)) as third:
-        assert push(local, db_url)["copied"] == 0
+        assert push(local, central_url)["copied"] == 0
     assert (third["snapshot"], third["region"]) == (0, 0)
+    # The target stores the copies as compactly, and reads each back the same.
+    central = Cli(central_url)
+    theirs = by_key(central)
+    there = shares_kinds(central_url)
+    for k, local_id in by_key(local).items():
+        assert there[theirs[k]] == shares_kinds(local_url)[local_id]
+        a = json.loads(local("show", str(local_id), "--format", "json").stdout)
+        b = json.loads(central("show", str(theirs[k]), "--format", "json").stdout)
+        assert without_ids(a) == without_ids(b)
+        a = json.loads(local("show", str(local_id), "--summary", "--format", "json").stdout)
+        b = json.loads(central("show", str(theirs[k]), "--summary", "--format", "json").stdout)
+        assert without_ids(a) == without_ids(b)
+    assert unchanged["seq"] == changed["seq"] + 1
+
+
+def test_unchanged_since_says_what_the_layouts_say(local_url: str, target: Target) -> None:
+    """The push's one-row copy rests on `unchanged_since`: for every two snapshots of a
+    real process (also with the ones between them pruned), it says "unchanged" exactly
+    when `show` gives the two the same regions; "move" shifts a resident page from one
+    region to another, every total staying; "dlclose" only takes regions away."""
+    from memsnap.model import SnapshotFilter
+    from memsnap.store.database import open_database
+    from memsnap.store.repository import Repository
+
+    local = Cli(local_url)
+    pid = str(target.pid)
+    target.send("pair")
+    steps = (None, "move", None, "dlopen libz.so.1", "dlclose", None, "heap 65536", "grow", None)
+    for change in steps:
+        if change is not None:
+            target.send(change)
+        assert local("record", pid).exit_code == 0
+
+    def regions(snapshot_id: int) -> Any:
+        return json.loads(local("show", str(snapshot_id), "--format", "json").stdout)["regions"]
+
+    said: set[bool] = set()
+    for prune in (None, "--keep-last"):
+        if prune is not None:
+            out = local("prune", prune, "3", "--pid", pid)  # keeps seqs 1 and the last 3
+            assert out.exit_code == 0, out.stderr
+        db = open_database(local_url)
+        try:
+            with Repository(db) as repo:
+                snaps = sorted(repo.snapshots(SnapshotFilter(pid=target.pid)), key=lambda s: s.seq)
+                for i, later in enumerate(snaps):
+                    for earlier in snaps[:i]:
+                        same = regions(earlier.id) == regions(later.id)
+                        assert repo.unchanged_since(later, earlier.seq) is same, (
+                            earlier.seq,
+                            later.seq,
+                        )
+                        said.add(same)
+        finally:
+            db.close()
+    assert said == {True, False}
 
 
 def test_push_since(local_url: str, db_url: str, target: Target) -> None:
@@ -222,9 +293,9 @@ KILLER = """
 import os, signal, sys
 import memsnap.store.push as p
 original, calls = p.copy_snapshot, [0]
-def copy_then_die(conn, snap, regions):
+def copy_then_die(conn, **how):
     calls[0] += 1
-    got = original(conn, snap, regions)
+    got = original(conn, **how)
     if calls[0] == int(os.environ["DIE_AT"]):
         os.kill(os.getpid(), signal.SIGKILL)  # inside the snapshot's transaction
     return got

@@ -72,14 +72,27 @@ def push(
                     latest, imports = target_state(conn, src.hosts())
                 pending = src.unpushed(latest, imports, start)
                 result.already_there = pending.already_there
+                # Per process, the seq of the local snapshot the target's latest is.
+                there = pending.at_target
                 # Each process's in seq order: a push cut short leaves a prefix there.
                 for snap in pending.snapshots:
-                    regions = src.layout(snap)
-                    done = target.write(partial(copy_snapshot, snap=snap, regions=regions))
-                    if done is None:
+                    before = there.pop(snap.process_id, None)
+                    if before is not None and src.unchanged_since(snap, before):
+                        # Copied as one row when the target is still at `before`; its
+                        # layout is read only if not.
+                        copy = partial(
+                            copy_snapshot,
+                            snap=snap,
+                            regions=partial(src.layout, snap),
+                            after=before,
+                        )
+                    else:
+                        copy = partial(copy_snapshot, snap=snap, regions=src.layout(snap))
+                    if target.write(copy) is None:
                         result.already_there += 1
                     else:
                         result.copied += 1
+                        there[snap.process_id] = snap.seq
         finally:
             target.close()
     masked = safe_url(target_url)

@@ -26,17 +26,18 @@ The local database is only read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from memsnap.model import ProcessIdentity, Region, Snapshot, SnapshotInfo, columns_of
+from memsnap.store.rawsql import placeholder
 from memsnap.store.reader import snapshots_after
 from memsnap.store.schema import processes, snapshots
-from memsnap.store.writer import SeqTaken, save_snapshot
+from memsnap.store.writer import SeqTaken, save_pushed_unchanged, save_snapshot
 
 LiveKey = tuple[str, str, int, int]
 ImportKey = tuple[str, int, datetime, int, int]
@@ -58,6 +59,10 @@ class Pending:
 
     snapshots: list[Snapshot] = field(default_factory=list)
     already_there: int = 0
+    # For each process with snapshots to copy: the seq of the target's latest snapshot
+    # of it, when the local database still has that snapshot (so can tell whether the
+    # next one's layout is the same: `unchanged_since`).
+    at_target: dict[int, int] = field(default_factory=dict)
 
 
 def _utc(when: datetime) -> datetime:
@@ -156,6 +161,8 @@ def unpushed(
         else:
             have = latest.get((row.host, row.boot_id, row.pid, row.start_ticks), 0)
             new = snapshots_after(conn, row.id, have, since) if row.seq > have else []
+            if new and have and conn.execute(_HAS_SEQ, {"p": row.id, "seq": have}).first():
+                pending.at_target[row.id] = have
         pending.snapshots += new
     counted = select(func.count()).select_from(snapshots)
     if since is not None:
@@ -164,10 +171,45 @@ def unpushed(
     return pending
 
 
-def copy_snapshot(conn: Connection, snap: Snapshot, regions: Sequence[Region]) -> int | None:
+_HAS_SEQ = select(snapshots.c.id).where(
+    snapshots.c.process_id == bindparam("p"), snapshots.c.seq == bindparam("seq")
+)
+_CHANGED = (
+    # A region row that came after `before` up to `seq`, or one that went in between:
+    # the layout at `seq` is that at `before` when there is neither. Two indexed ranges.
+    "SELECT 1 FROM regions WHERE process_id = ? AND first_seq > ? AND first_seq <= ?",
+    "SELECT 1 FROM regions WHERE process_id = ? AND last_seq >= ? AND last_seq < ?",
+)
+
+
+def unchanged_since(conn: Connection, snap: Snapshot, before: int) -> bool:
+    """Whether the local snapshot's layout is that of its process's snapshot at seq
+    `before` (which must still be there: a prune may have taken region rows that only
+    snapshots between the two had, never one that a remaining snapshot has)."""
+    mark = placeholder(conn)
+    for sql in _CHANGED:
+        found = conn.exec_driver_sql(
+            f"{sql.replace('?', mark)} LIMIT 1", (snap.process_id, before, snap.seq)
+        ).first()
+        if found is not None:
+            return False
+    return True
+
+
+def copy_snapshot(
+    conn: Connection,
+    snap: Snapshot,
+    regions: Sequence[Region] | Callable[[], Sequence[Region]],
+    after: int | None = None,
+) -> int | None:
     """Write one snapshot into the target, in the caller's transaction, with its own seq;
     None when the target has gone past that seq since it was asked (another push of the
-    same database ran meanwhile): then it is there already."""
+    same database ran meanwhile): then it is there already.
+
+    `after`: the seq of a snapshot of the process whose layout this one has (locally,
+    `unchanged_since`); when it is the target's latest, the copy is one row sharing its
+    totals (`writer.save_pushed_unchanged`) and `regions` (then best a function giving
+    them) is not asked for."""
     info = SnapshotInfo(
         identity=snap.identity,
         command=snap.command,
@@ -180,6 +222,15 @@ def copy_snapshot(conn: Connection, snap: Snapshot, regions: Sequence[Region]) -
         kernel=snap.kernel,
         has_smaps=snap.has_smaps,
     )
+    try:
+        if after is not None and not _is_import(snap.identity):
+            copied = save_pushed_unchanged(conn, info, snap.seq, after, snap.totals)
+            if copied is not None:
+                return copied
+    except SeqTaken:
+        return None
+    if callable(regions):
+        regions = regions()
     # A region's fields are a mapping's, then its kind: the writer reads the former.
     columns = columns_of(regions)
     kinds = [r.kind for r in regions]

@@ -148,6 +148,12 @@ class Repository(Writer):
         with database_errors():
             return pushing.unpushed(self._reading(), latest, imports, since)
 
+    def unchanged_since(self, snap: Snapshot, before: int) -> bool:
+        """Whether the snapshot's layout is that of its process's snapshot at seq
+        `before` (see `memsnap.store.push.unchanged_since`)."""
+        with database_errors():
+            return pushing.unchanged_since(self._reading(), snap, before)
+
     # --- forgetting ------------------------------------------------------------------
 
     def prune(

@@ -498,6 +498,32 @@ class SeqTaken(ValueError):
     """A snapshot given a seq its process already has (or has passed)."""
 
 
+def save_pushed_unchanged(
+    conn: Connection, info: SnapshotInfo, seq: int, after: int, totals: Totals
+) -> int | None:
+    """A pushed snapshot at `seq` whose source says its layout is that of its snapshot
+    at seq `after`: when this database's latest snapshot of the process is at `after`
+    with the same totals, it is stored as an unchanged copy of it (one row, sharing its
+    per-kind totals, no region read), and its id returned. None when it is not so (the
+    caller copies it whole); `SeqTaken` when the process is already at `seq` or past."""
+    process_row = find_process(conn, info.identity)
+    if process_row is None:
+        return None
+    latest = latest_snapshot(conn, process_row)
+    if latest is None:
+        return None
+    if latest.seq >= seq:
+        raise SeqTaken(f"seq {seq} is not above the process's latest ({latest.seq})")
+    have = Totals(latest.regions, latest.size, latest.rss, latest.pss, latest.swap, latest.uss)
+    if latest.seq != after or have != totals:
+        return None
+    shares = latest.id if latest.kinds_from is None else latest.kinds_from
+    snapshot_id = _snapshot_row(conn, process_row, seq, info, totals, shares)
+    if latest.digest is not None:
+        conn.execute(_FORGET_DIGEST, {"snapshot": latest.id})
+    return snapshot_id
+
+
 def save_snapshot(
     conn: Connection,
     info: SnapshotInfo,
