@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from conftest import Cli, Target, _pg_schema
 from fakeproc import MAPS, FakeProc, FakeProcess, FakeProcTree, smaps_of
-from memsnap.capture import pipeline
+from memsnap.capture import pipeline, record
 from memsnap.capture.procfs import PF_EXITING, Proc, read_bytes
 from memsnap.capture.record import record_pid
 from memsnap.errors import ParseError, ProcessChanged, ProcessGone
@@ -75,6 +76,16 @@ def record_both_ways(
     """The JSON of one record with the overlap and of one without, each into a fresh
     database (a second record of the same process would be an unchanged copy)."""
     docs = []
+    # The overlapped record must not have fallen back to the whole-text path (which
+    # stores the same snapshot, and so would hide a piece cut in the wrong place).
+    whole_text = []
+    plain = record.record_capture
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        whole_text.append(os.environ["MEMSNAP_PIPELINE"])
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(record, "record_capture", spy)
     for mode, url in zip(("1", "0"), urls, strict=True):
         monkeypatch.setenv("MEMSNAP_PIPELINE", mode)
         db = open_database(url)
@@ -83,6 +94,7 @@ def record_both_ways(
         finally:
             db.close()
         docs.append(shown(url, done.snapshot_id))
+    assert whole_text == ["0"]
     return docs[0], docs[1]
 
 
@@ -117,12 +129,14 @@ def test_overlapped_record_stores_what_a_plain_one_stores(
     assert overlapped == plain
 
 
+@pytest.mark.parametrize("piece", [40, 150, 200, 333, 500])
 def test_a_small_process_in_many_pieces_stores_the_same(
-    tmp_path: Path, db_url: str, plain_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db_url: str, plain_url: str, monkeypatch: pytest.MonkeyPatch, piece: int
 ) -> None:
     proc = fake_proc(tmp_path, smaps_of(MAPS))
-    # A piece of 200 bytes: each of the four blocks is cut at least once.
-    monkeypatch.setattr(pipeline, "PIECE_BYTES", 200)
+    # Pieces shorter than a line, than a block, or holding a few: the four blocks are
+    # cut everywhere.
+    monkeypatch.setattr(pipeline, "PIECE_BYTES", piece)
     overlapped, plain = record_both_ways(proc, FAKE_PID, (db_url, plain_url), monkeypatch)
     assert [r["kind"] for r in overlapped["regions"]] == ["text", "data", "heap", "stack"]
     assert overlapped == plain

@@ -320,9 +320,10 @@ def record_new(
 
     identity = info.identity
     try:
-        snapshot_id, totals = Writer(db).save_new_snapshot(
-            identity, info.command, info.cmdline, info.exe, write
-        )
+        with pipeline.switching_often():
+            snapshot_id, totals = Writer(db).save_new_snapshot(
+                identity, info.command, info.cmdline, info.exe, write
+            )
         return Recorded(snapshot_id, identity.pid, info.command, totals)
     except _NotNew:
         # Recorded by another writer meanwhile: compared with what it stored.
