@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 from sqlalchemy import Connection
 
 from conftest import Cli
+from fakeproc import FakeProc, FakeProcess, FakeProcTree
+from memsnap.capture.procfs import PF_KTHREAD
 
 NAME = "msnaptest-sleep"  # 15 characters: the kernel keeps a command name that long
 
@@ -148,9 +151,9 @@ def test_name_reads_each_process_once(
     reads: Counter[int] = Counter()
     real = Proc.info
 
-    def counted(self: Proc, pid: int) -> ProcessInfo:
+    def counted(self: Proc, pid: int, *rest: Any) -> ProcessInfo:
         reads[pid] += 1
-        return real(self, pid)
+        return real(self, pid, *rest)
 
     monkeypatch.setattr(Proc, "info", counted)
     name, children = own_children
@@ -159,3 +162,71 @@ def test_name_reads_each_process_once(
     assert sorted(recorded_pids(sqlite_cli)) == sorted(children)
     assert [reads[pid] for pid in children] == [1, 1, 1]
     assert set(reads.values()) == {1}
+
+
+KTHREAD_PID, USER_PID = 77, 4242
+
+
+@pytest.fixture
+def with_kthread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeProc:
+    """A fake /proc of one user process and one kernel thread (flagged PF_KTHREAD, no map,
+    no command line, no program), which `memsnap record` reads instead of /proc."""
+    import memsnap.capture.procfs
+
+    proc = FakeProc(FakeProcTree(tmp_path / "proc"))
+    proc.tree.add(FakeProcess(USER_PID))
+    kthread = FakeProcess(KTHREAD_PID, comm="kworker/0:1", cmdline=(), maps="", smaps="")
+    proc.tree.add(replace(kthread, flags=PF_KTHREAD | 0x40, vsize=0, space=(0, 0, 0)))
+    monkeypatch.setattr(memsnap.capture.procfs, "Proc", lambda host=None: proc)
+    return proc
+
+
+def test_a_kernel_thread_is_passed_over_after_reading_its_stat(
+    sqlite_cli: Cli, with_kthread: FakeProc
+) -> None:
+    """Most pids of a quiet machine are kernel threads: a watch round tells them by their
+    stat's flags alone, and counts them as their empty map would."""
+    with_kthread.tree.remove(USER_PID)
+    out = sqlite_cli("record", "--all")
+    assert out.exit_code == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "memsnap: recorded 0 processes, skipped 1 (kernel threads)"
+    )
+    assert with_kthread.opened == ["stat"]
+
+
+@pytest.mark.parametrize(
+    ("name", "summary"),
+    [
+        ("^kworker", "recorded 0 processes, skipped 1 (kernel threads)"),
+        ("^prog$", "recorded 1 process"),
+        ("^nothing$", "recorded 0 processes"),
+    ],
+)
+def test_name_counts_a_kernel_thread_only_when_it_matches(
+    sqlite_cli: Cli, with_kthread: FakeProc, name: str, summary: str
+) -> None:
+    out = sqlite_cli("record", "--all", "--name", name)
+    assert out.exit_code == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == f"memsnap: {summary}"
+    assert [
+        s["pid"] for s in json.loads(sqlite_cli("list", "--format", "json").stdout)["snapshots"]
+    ] == ([USER_PID] if name == "^prog$" else [])
+
+
+def test_a_watch_hides_what_lived_before_it_from_each_collection() -> None:
+    """The collection after each round walks only what rounds made: what was alive
+    before the first (imported modules, the engine) is frozen, and unfrozen at the end."""
+    import gc
+
+    from memsnap.capture.watch import every
+
+    frozen: list[int] = []
+
+    def round_(_number: int) -> bool:
+        frozen.append(gc.get_freeze_count())
+        return True
+
+    assert every(0.001, 3, round_) == 3
+    assert len(frozen) == 3 and min(frozen) > 1000
+    assert gc.get_freeze_count() == 0

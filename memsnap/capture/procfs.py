@@ -78,6 +78,11 @@ class Stat:
         )
 
     @property
+    def kernel_thread(self) -> bool:
+        """A kernel thread (PF_KTHREAD): it has no user address space, and never will."""
+        return bool(self.flags & PF_KTHREAD)
+
+    @property
     def exiting(self) -> bool:
         """The process is exiting or dead: its address space is, or is about to be, gone."""
         return self.state in ("Z", "X", "x") or bool(self.flags & PF_EXITING)
@@ -171,6 +176,10 @@ class Quick:
     info: ProcessInfo
     maps: bytes
     value: str
+
+
+def kernel_thread(pid: int) -> KernelThread:
+    return KernelThread(f"pid {pid}: kernel thread: no user address space")
 
 
 def split_cmdline(raw: str) -> tuple[str, ...]:
@@ -313,8 +322,17 @@ class Proc:
             return None
         return target[: -len(_DELETED)] if target.endswith(_DELETED) else target
 
-    def info(self, pid: int) -> ProcessInfo:
-        stat = self.stat(pid)
+    @cached_property
+    def _machine(self) -> tuple[int, str]:
+        """The page size and kernel release: read once, they do not change while memsnap
+        runs (a watch would otherwise ask for them for every process, every round)."""
+        return os.sysconf("SC_PAGE_SIZE"), os.uname().release
+
+    def info(self, pid: int, stat: Stat | None = None) -> ProcessInfo:
+        """Who process `pid` is; `stat`: its stat, when just read (`Sweep` reads it first
+        to pass over a kernel thread after one read)."""
+        if stat is None:
+            stat = self.stat(pid)
         with _translate(pid):
             comm = read_file(self.file(pid, "comm")).rstrip("\n")
             raw_cmdline = read_file(self.file(pid, "cmdline"))
@@ -329,8 +347,8 @@ class Proc:
             command=comm,
             cmdline=split_cmdline(raw_cmdline),
             exe=self.exe(pid),
-            page_size=os.sysconf("SC_PAGE_SIZE"),
-            kernel=os.uname().release,
+            page_size=self._machine[0],
+            kernel=self._machine[1],
             stat=stat,
         )
 
@@ -404,7 +422,7 @@ class Proc:
         if after.exiting or before.exiting:
             raise ProcessGone(f"pid {pid}: the process exited while it was read")
         if not read:
-            raise KernelThread(f"pid {pid}: kernel thread: no user address space")
+            raise kernel_thread(pid)
         if after.vsize == 0 or after.space != before.space:
             raise ProcessChanged(f"pid {pid}: the process ran a new program while it was read")
 

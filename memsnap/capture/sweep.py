@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from memsnap.capture.procfs import Proc, ProcessInfo
+from memsnap.capture.procfs import Proc, ProcessInfo, kernel_thread
 from memsnap.capture.record import Recorded, record_pid
 from memsnap.errors import (
     KernelThread,
@@ -67,11 +67,23 @@ class Sweep:
 
     def matches(self, pid: int) -> ProcessInfo | None:
         """Who the process is, or None when `--name` rules it out. The capture starts
-        from this `ProcessInfo`, so a process is read once, matched or not."""
-        info = self.proc.info(pid)
-        if self.name is None or name_matches(self.name, info.command, info.exe, info.cmdline):
-            return info
-        return None
+        from this `ProcessInfo`, so a process is read once, matched or not.
+
+        A kernel thread (most of the pids of a quiet machine) is told by its stat's
+        flags and skipped after that one read, as its empty map would have it skipped
+        later; with `--name` only once the name matched, so that the summary counts the
+        same processes."""
+        stat = self.proc.stat(pid)
+        if self.name is None and stat.kernel_thread:
+            raise kernel_thread(pid)
+        info = self.proc.info(pid, stat)
+        if self.name is not None and not name_matches(
+            self.name, info.command, info.exe, info.cmdline
+        ):
+            return None
+        if stat.kernel_thread:
+            raise kernel_thread(pid)
+        return info
 
     def run(
         self,
