@@ -230,3 +230,54 @@ def test_a_watch_hides_what_lived_before_it_from_each_collection() -> None:
     assert every(0.001, 3, round_) == 3
     assert len(frozen) == 3 and min(frozen) > 1000
     assert gc.get_freeze_count() == 0
+
+
+def test_who_was_recorded_before_is_read_through_each_process_latest_snapshot(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch asks every round which processes it recorded before, with each one's
+    latest digest: the answer is each process's latest snapshot, and the query reaches
+    it through the (process, seq) index instead of going over every snapshot stored (a
+    cost that would grow with every round of a long watch)."""
+    from sqlalchemy import event
+
+    from memsnap.capture.record import record_pid
+    from memsnap.store.database import open_database
+    from memsnap.store.writer import recorded_processes
+
+    monkeypatch.setenv("MEMSNAP_QUICK", "0")  # the fake tree has no smaps_rollup
+    proc = FakeProc(FakeProcTree(tmp_path / "proc"))
+    proc.tree.add(FakeProcess(USER_PID))
+    proc.tree.add(FakeProcess(USER_PID + 1, start_ticks=999))
+    db = open_database(sqlite_url)
+    try:
+        for n in range(3):
+            for pid in (USER_PID, USER_PID + 1):
+                record_pid(db, proc, pid)
+            # One process runs another program each time: its snapshots' digests differ.
+            proc.tree.change(USER_PID, exe=f"/usr/bin/prog{n}")
+        asked: list[tuple[str, Any]] = []
+
+        def spy(_conn: Any, _cursor: Any, statement: str, params: Any, *_rest: Any) -> None:
+            asked.append((statement, params))
+
+        with db.reading() as conn:
+            event.listen(conn, "before_cursor_execute", spy)
+            found = recorded_processes(conn, proc.host, proc.boot_id)
+            event.remove(conn, "before_cursor_execute", spy)
+            rows = conn.exec_driver_sql(
+                "SELECT p.pid, p.start_ticks, s.seq, s.digest FROM processes p "
+                "JOIN snapshots s ON s.process_id = p.id"
+            ).all()
+            [(statement, params)] = [q for q in asked if "snapshots" in q[0]]
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
+    finally:
+        db.close()
+    latest: dict[tuple[int, int | None], tuple[int, str | None]] = {}
+    for pid, ticks, seq, digest in rows:
+        if (pid, ticks) not in latest or seq > latest[pid, ticks][0]:
+            latest[pid, ticks] = (seq, digest)
+    assert found == {key: digest for key, (_, digest) in latest.items()}
+    assert len(set(found.values())) == 2 and None not in found.values()
+    scans = [row[-1] for row in plan if str(row[-1]).startswith("SCAN")]
+    assert not any("snapshots" in scan for scan in scans), plan

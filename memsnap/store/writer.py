@@ -212,17 +212,18 @@ def recorded_processes(
     """(pid, start time) of every process of this host and boot recorded so far, with
     its latest snapshot's digest: one query up front saves `record --all` a transaction
     per process it has never seen, and one per process whose signals changed."""
-    latest = (
-        select(snapshots.c.process_id, func.max(snapshots.c.seq).label("seq"))
-        .group_by(snapshots.c.process_id)
-        .subquery()
+    # Each process's latest snapshot is found through the (process, seq) index: a watch
+    # asks this every round, and grouping every snapshot stored would cost more each round.
+    newer = snapshots.alias("newer")
+    latest_seq = (
+        select(func.max(newer.c.seq)).where(newer.c.process_id == processes.c.id).scalar_subquery()
     )
     rows = conn.execute(
         select(processes.c.pid, processes.c.start_ticks, snapshots.c.digest)
-        .join(latest, latest.c.process_id == processes.c.id)
+        .select_from(processes)
         .join(
             snapshots,
-            (snapshots.c.process_id == latest.c.process_id) & (snapshots.c.seq == latest.c.seq),
+            (snapshots.c.process_id == processes.c.id) & (snapshots.c.seq == latest_seq),
         )
         .where(processes.c.host == escape_undecodable(host), processes.c.boot_id == boot_id)
     )
