@@ -4,6 +4,8 @@ Rows printed:
 - `unchanged`: bytes added per snapshot over 1,000 records of an idle process of about
   500 regions (the file measured after `PRAGMA wal_checkpoint(TRUNCATE)`); issue 12
   asks for 256 at most.
+- `pushed`: the same 1,000 snapshots pushed (`memsnap push`) into another SQLite file
+  that had the first: the bytes each adds there.
 - `watch`: the file after each simulated day of a watch every `--every` seconds under
   `--keep-within 1d --keep-hourly 168 --keep-daily 31` (the clock driven here, each
   recording real), so that a month's growth can be read off.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,18 +53,36 @@ def helper(workdir: Path, pages: int) -> tuple[subprocess.Popen[str], int]:
     return proc, pid
 
 
+def push(local: Path, target: Path) -> int:
+    """`memsnap push` from one file into another; the target's bytes after it."""
+    subprocess.run(
+        [sys.executable, "-m", "memsnap", "--db", str(local), "push", str(target)],
+        check=True,
+        capture_output=True,
+    )
+    db = open_database(str(target))
+    try:
+        return space_used(db)
+    finally:
+        db.close()
+
+
 def unchanged(workdir: Path, pid: int, records: int) -> None:
-    db = open_database(str(workdir / "unchanged.db"))
+    local, target = workdir / "unchanged.db", workdir / "pushed.db"
+    db = open_database(str(local))
     try:
         sweep = Sweep(db, Proc())
         regions = sweep.run([pid]).recorded[0].totals.regions
         before = space_used(db)
+        pushed_before = push(local, target)
         for _ in range(records):
             sweep.run([pid])
         grown = space_used(db) - before
     finally:
         db.close()
     print(f"unchanged  {regions} regions  {records} records  {grown / records:.0f} bytes each")
+    pushed = push(local, target) - pushed_before
+    print(f"pushed  {records} snapshots  {pushed / records:.0f} bytes each in the target")
 
 
 def watch(workdir: Path, pid: int, days: int, every: int) -> None:
