@@ -28,14 +28,20 @@ promises:
 `read_pieces` and `parse_piece` parse a saved text a piece at a time, so a 256 MiB import
 never needs the whole text in memory.
 
+Three parsers, tried in turn, give the same `Parsed`: the optional C scanner
+(memsnap/_smaps.c, when it was built at install and MEMSNAP_NATIVE is not 0), which only
+takes texts of the regular shape a kernel prints; the column parser below, which slices
+the lines by the block stride; and the line parser, which also names a bad line.
+
 Header lines are told from smaps field lines by their first token: a field's ends in a
 colon, a header's is an address range.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import gt
@@ -266,6 +272,40 @@ _NO_PATH: tuple[None, bool] = (None, False)
 _KEY_TO_ATTR_BYTES = {key.encode(): attr for key, attr in _KEY_TO_ATTR.items()}
 
 
+# What the C scanner returns: stride, starts, ends, perms, offsets, devs, inodes, raw
+# paths, one size column per key (None: no block has that key), VmFlags (None: none).
+_Scanned = tuple[
+    int,
+    list[int],
+    list[int],
+    list[str],
+    list[int],
+    list[str],
+    list[int],
+    list[bytes],
+    tuple[list[int] | None, ...],
+    list[str] | None,
+]
+_Scan = Callable[[bytes, tuple[bytes, ...], int, int], _Scanned | None]
+
+
+def _load_native() -> _Scan | None:
+    """The C scanner when it was built at install (it is optional) and not turned off
+    with MEMSNAP_NATIVE=0 (to compare, or to rule it out)."""
+    if os.environ.get("MEMSNAP_NATIVE", "1") == "0":
+        return None
+    try:
+        from memsnap import _smaps
+    except ImportError:
+        return None
+    return _smaps.scan
+
+
+NATIVE: _Scan | None = _load_native()
+# The kept keys in SIZE_ATTRS order, as the C scanner looks them up.
+_NATIVE_KEYS = tuple(key.encode() for _, key in SMAPS_FIELDS)
+
+
 def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
@@ -347,22 +387,62 @@ def _parse_strided(
     piece_sums = {attr: sum(fields[attr]) for attr in SIZE_ATTRS if attr in fields}
     if not (sums or Sums()).try_add(sum(last) - sum(first), piece_sums):
         return None
+    return _assemble(
+        (
+            first,
+            last,
+            _decoded_each(perms),
+            list(map(int, offsets, repeat(16))),
+            _decode(b"\n".join(devs).lower()).split("\n"),
+            inode_numbers,
+        ),
+        raw_paths,
+        fields,
+        stride > 1,
+    )
+
+
+def _assemble(
+    head: tuple[list[int], list[int], list[str], list[int], list[str], list[int]],
+    raw_paths: Sequence[bytes],
+    fields: dict[str, list[Any]],
+    has_smaps: bool,
+) -> Parsed:
+    """The Parsed of checked columns: a header's six numbers and words, the raw paths
+    (decoded here), the smaps columns that were present (by attribute)."""
     decoded = [decode_path(_decode(p)) if p else _NO_PATH for p in raw_paths]
-    none: list[None] = [None] * count
+    none: list[None] = [None] * len(raw_paths)
     columns: Columns = (
-        first,
-        last,
-        _decoded_each(perms),
-        list(map(int, offsets, repeat(16))),
-        _decode(b"\n".join(devs).lower()).split("\n"),
-        inode_numbers,
+        *head,
         [p for p, _ in decoded],
         [d for _, d in decoded],
         *(fields.get(attr, none) for attr in SIZE_ATTRS),
         fields.get("vm_flags", none),
     )
-    mappings = regions_of(columns, [UNNAMED_KIND] * count)
-    return Parsed(mappings, stride > 1, columns)
+    mappings = regions_of(columns, [UNNAMED_KIND] * len(raw_paths))
+    return Parsed(mappings, has_smaps, columns)
+
+
+def _parse_native(text: bytes, sums: Sums) -> Parsed | None:
+    """The C scanner's Parsed of a whole text, or None when it is not there or finds the
+    text irregular (then the Python parsers take over, unchanged). `sums` gains the
+    text's totals when it is parsed."""
+    if NATIVE is None:
+        return None
+    scanned = NATIVE(text, _NATIVE_KEYS, MAX_PATH_TEXT, MAX_SIZE // _KIB)
+    if scanned is None:
+        return None
+    stride, first, last, perms, offsets, devs, inodes, raw_paths, sizes, flags = scanned
+    fields: dict[str, list[Any]] = {
+        attr: column for attr, column in zip(SIZE_ATTRS, sizes, strict=True) if column is not None
+    }
+    # The same totals, and the same refusal, as the column parser's.
+    piece_sums = {attr: sum(column) for attr, column in fields.items()}
+    if not sums.try_add(sum(last) - sum(first), piece_sums):
+        return None
+    if flags is not None:
+        fields["vm_flags"] = flags
+    return _assemble((first, last, perms, offsets, devs, inodes), raw_paths, fields, stride > 1)
 
 
 def _parse_in_pieces(text: bytes, budget: int, sums: Sums | None = None) -> Parsed | None:
@@ -370,6 +450,10 @@ def _parse_in_pieces(text: bytes, budget: int, sums: Sums | None = None) -> Pars
     boundaries: 60,000 mappings of smaps are 1.5 million lines, and holding them all
     at once would cost more memory than everything else together."""
     sums = sums if sums is not None else Sums()
+    # The C scanner makes no object per line: it takes the whole text at once.
+    native = _parse_native(text, sums)
+    if native is not None:
+        return native
     mappings: list[Mapping] = []
     columns: Columns = tuple([] for _ in MAPPING_FIELDS)
     carry: list[bytes] = []
@@ -495,6 +579,9 @@ def read_pieces(stream: BinaryIO, budget: int = 4 << 20) -> Iterator[tuple[int, 
 def parse_piece(lines: list[bytes], first_line: int, sums: Sums) -> Parsed:
     """One piece from `read_pieces`: the fast path, else the line parser (which names
     the line at fault, numbered from `first_line`). `sums` carries the totals so far."""
+    fast = _parse_native(b"\n".join(lines), sums)
+    if fast is not None:
+        return fast
     fast = _parse_strided(lines, None, sums)
     if fast is not None:
         return fast

@@ -203,10 +203,19 @@ def test_fast_path_refuses_irregular_blocks() -> None:
 
 @pytest.mark.parametrize("name", CAPTURES)
 @pytest.mark.parametrize("piece", [60, 700, 5000])
-def test_parsing_in_pieces_takes_the_fast_path_and_agrees(name: str, piece: int) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_parsing_in_pieces_takes_the_fast_path_and_agrees(
+    name: str, piece: int, native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Cutting a text into pieces (to bound memory on huge smaps) neither leaves the fast
-    path on a regular text nor changes the result; how fast it is lives in benchmarks/."""
+    path on a regular text nor changes the result; how fast it is lives in benchmarks/.
+    With the C scanner (when built; it takes the whole text) and without it (the Python
+    column parser a piece at a time)."""
+    import memsnap.parse
     from memsnap.parse import _parse_in_pieces, parse_lines
+
+    if not native:
+        monkeypatch.setattr(memsnap.parse, "NATIVE", None)
 
     text = fixture_text(name)
     pieces = _parse_in_pieces(text.encode("utf-8", "surrogateescape"), piece)
