@@ -363,12 +363,18 @@ def test_the_scanner_was_built_where_it_is_required() -> None:
         assert BUILT is not None, "memsnap._smaps was not built (or MEMSNAP_NATIVE=0)"
 
 
-def test_memsnap_native_0_turns_the_scanner_off() -> None:
+def test_memsnap_native_0_turns_the_scanner_off(tmp_path: Path) -> None:
     code = "import memsnap.parse as p; print(p.NATIVE is None)"
     for value, off in (("0", "True"), ("1", str(BUILT is None))):
         env = {**os.environ, "MEMSNAP_NATIVE": value}
+        # (run away from a checkout, whose memsnap/ may not hold the built extension)
         out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert out.stdout.strip() == off
 
