@@ -410,13 +410,18 @@ def test_without_a_compiler_memsnap_installs_and_records(tmp_path: Path, target:
     python = str(venv / "bin/python")
     probe = "import memsnap.parse as p, importlib.util as u; "
     probe += "print(p.NATIVE, u.find_spec('memsnap._smaps'))"
-    out = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    # (run away from the checkout, whose memsnap/ may hold an extension built in place)
+    out = subprocess.run(
+        [python, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split() == ["None", "None"]
+    assert not list((venv / "lib").rglob("_smaps*.so"))
     db = tmp_path / "m.db"
     for args in (["record", str(target.pid)], ["show", "--pid", str(target.pid), "--at", "now"]):
         run = subprocess.run(
             [str(venv / "bin/memsnap"), "--db", str(db), *args],
             env=env,
+            cwd=tmp_path,
             capture_output=True,
             text=True,
         )
