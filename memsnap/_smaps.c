@@ -172,32 +172,55 @@ static span next_line(const char *text, Py_ssize_t size, Py_ssize_t *pos) {
     return line;
 }
 
-/* Everything the scan creates, released together on any way out. */
+/* The columns as they grow: an array of new references per column (NULL where nothing
+ * was stored yet: a block given up half-way leaves some), made lists at the end. */
+enum { START, END, PERMS, OFFSET, DEV, INODE, PATH, FLAGS, SIZES };
+#define MAX_COLUMNS (SIZES + MAX_KEYS)
+
 typedef struct {
-    PyObject *starts, *ends, *perms, *offsets, *devs, *inodes, *paths, *flags;
-    PyObject *sizes[MAX_KEYS];
+    PyObject **col[MAX_COLUMNS]; /* NULL for a column no block has */
+    int wanted[MAX_COLUMNS];
+    Py_ssize_t ncols, cap;
     PyObject *perm_str[16];
-    Py_ssize_t nkeys;
 } columns;
 
 static void release(columns *c) {
-    Py_XDECREF(c->starts);
-    Py_XDECREF(c->ends);
-    Py_XDECREF(c->perms);
-    Py_XDECREF(c->offsets);
-    Py_XDECREF(c->devs);
-    Py_XDECREF(c->inodes);
-    Py_XDECREF(c->paths);
-    Py_XDECREF(c->flags);
-    for (Py_ssize_t k = 0; k < c->nkeys; k++) Py_XDECREF(c->sizes[k]);
+    for (Py_ssize_t k = 0; k < c->ncols; k++) {
+        if (c->col[k] == NULL) continue;
+        for (Py_ssize_t i = 0; i < c->cap; i++) Py_XDECREF(c->col[k][i]);
+        PyMem_Free(c->col[k]);
+    }
     for (int k = 0; k < 16; k++) Py_XDECREF(c->perm_str[k]);
 }
 
-/* Store `value` (a new reference, NULL on error) as item `i` of `list`. */
-static int put(PyObject *list, Py_ssize_t i, PyObject *value) {
-    if (value == NULL) return 0;
-    PyList_SET_ITEM(list, i, value);
+/* Room for at least `rows` rows in every wanted column; 0 (MemoryError set) if not. */
+static int grow(columns *c, Py_ssize_t rows) {
+    Py_ssize_t cap = c->cap > 0 ? c->cap : 16;
+    while (cap < rows) cap *= 2;
+    if (cap == c->cap) return 1;
+    for (Py_ssize_t k = 0; k < c->ncols; k++) {
+        if (!c->wanted[k]) continue;
+        PyObject **items = PyMem_Realloc(c->col[k], (size_t)cap * sizeof(PyObject *));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        memset(items + c->cap, 0, (size_t)(cap - c->cap) * sizeof(PyObject *));
+        c->col[k] = items;
+    }
+    c->cap = cap;
     return 1;
+}
+
+/* A column's first `n` items as a list, which takes their references over. */
+static PyObject *as_list(PyObject **items, Py_ssize_t n) {
+    PyObject *list = PyList_New(n);
+    if (list == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyList_SET_ITEM(list, i, items[i]);
+        items[i] = NULL;
+    }
+    return list;
 }
 
 /* The same object again when a column repeats its previous value (most do): one
@@ -279,17 +302,17 @@ static PyObject *scan(PyObject *module, PyObject *args) {
     } else {
         size = 0;
     }
+    c.ncols = SIZES + nkeys;
+    for (Py_ssize_t k = 0; k < SIZES - 1; k++) c.wanted[k] = 1; /* the header's, not FLAGS */
 
     /* The first block: its header, then its field lines up to the next header. */
-    Py_ssize_t stride = 0, count = 0;
+    Py_ssize_t stride = 0, count = 0, pos = 0;
     int role[1 + 256];
     span key_of[1 + 256];
     if (size > 0) {
-        Py_ssize_t pos = 0;
         header h;
         if (!read_header(next_line(text, size, &pos), max_path, &h)) goto irregular;
         stride = 1;
-        int have_flags = 0, have_key[MAX_KEYS] = {0};
         while (pos <= size) {
             Py_ssize_t at = pos;
             span line = next_line(text, size, &pos);
@@ -306,70 +329,51 @@ static PyObject *scan(PyObject *module, PyObject *args) {
             key_of[stride].n = n;
             role[stride] = IGNORED;
             if (n == 7 && memcmp(line.p, "VmFlags", 7) == 0) {
-                if (have_flags++) goto irregular;
+                if (c.wanted[FLAGS]++) goto irregular;
                 role[stride] = VMFLAGS;
             }
             for (Py_ssize_t k = 0; k < nkeys; k++) {
                 PyObject *key = PyTuple_GET_ITEM(keys, k);
                 if (PyBytes_GET_SIZE(key) == n && memcmp(PyBytes_AS_STRING(key), line.p, n) == 0) {
-                    if (have_key[k]++) goto irregular;
+                    if (c.wanted[SIZES + k]++) goto irregular;
                     role[stride] = (int)k;
                 }
             }
             stride++;
         }
-        /* Whole blocks only: the number of lines must be a multiple of the stride. */
-        Py_ssize_t lines = 1;
-        for (const char *p = text; (p = memchr(p, '\n', (size_t)(text + size - p))) != NULL; p++)
-            lines++;
-        if (lines % stride) goto irregular;
-        count = lines / stride;
-        for (Py_ssize_t k = 0; k < nkeys; k++)
-            if (!have_key[k]) c.sizes[k] = Py_None, Py_INCREF(Py_None);
-        c.flags = have_flags ? PyList_New(count) : (Py_INCREF(Py_None), Py_None);
-    } else {
-        for (Py_ssize_t k = 0; k < nkeys; k++) c.sizes[k] = PyList_New(0);
-        c.flags = PyList_New(0);
-    }
-    c.nkeys = nkeys;
-    c.starts = PyList_New(count);
-    c.ends = PyList_New(count);
-    c.perms = PyList_New(count);
-    c.offsets = PyList_New(count);
-    c.devs = PyList_New(count);
-    c.inodes = PyList_New(count);
-    c.paths = PyList_New(count);
-    if (!c.starts || !c.ends || !c.perms || !c.offsets || !c.devs || !c.inodes || !c.paths ||
-        !c.flags)
-        goto done;
-    for (Py_ssize_t k = 0; k < nkeys; k++) {
-        if (c.sizes[k] == NULL && (c.sizes[k] = PyList_New(count)) == NULL) goto done;
+        /* Room for as many blocks as the first one's length says, and some, but no
+         * more than a process has by default (65,530): a hostile text with a short first
+         * block must not reserve memory for millions of rows it may never have. */
+        Py_ssize_t guess = size / (pos < size ? pos : size) + 1;
+        if (!grow(&c, guess < 60000 ? guess + guess / 8 : 66000)) goto done;
     }
 
     last dev_last = {0}, path_last = {0}, flags_last = {0}, size_last[MAX_KEYS];
     memset(size_last, 0, sizeof size_last);
-    Py_ssize_t pos = 0;
-    for (Py_ssize_t b = 0; b < count; b++) {
+    pos = 0;
+    for (Py_ssize_t b = 0; pos <= size && size > 0; b++, count++) {
+        if (b == c.cap && !grow(&c, b + 1)) goto done;
         header h;
         if (!read_header(next_line(text, size, &pos), max_path, &h)) goto irregular;
         PyObject *v;
-        if (!put(c.starts, b, PyLong_FromUnsignedLongLong(h.start)) ||
-            !put(c.ends, b, PyLong_FromUnsignedLongLong(h.end)) ||
-            !put(c.offsets, b, PyLong_FromUnsignedLongLong(h.offset)) ||
-            !put(c.inodes, b, PyLong_FromUnsignedLongLong(h.inode)) ||
-            !put(c.perms, b, perm_text(&c, h.perms)))
+        if ((c.col[START][b] = PyLong_FromUnsignedLongLong(h.start)) == NULL ||
+            (c.col[END][b] = PyLong_FromUnsignedLongLong(h.end)) == NULL ||
+            (c.col[OFFSET][b] = PyLong_FromUnsignedLongLong(h.offset)) == NULL ||
+            (c.col[INODE][b] = PyLong_FromUnsignedLongLong(h.inode)) == NULL ||
+            (c.col[PERMS][b] = perm_text(&c, h.perms)) == NULL)
             goto done;
         if ((v = again(&dev_last, h.dev)) == NULL) {
             if ((v = dev_text(h.dev)) == NULL) goto done;
             dev_last.obj = v, dev_last.raw = h.dev;
         }
-        PyList_SET_ITEM(c.devs, b, v);
+        c.col[DEV][b] = v;
         if ((v = again(&path_last, h.path)) == NULL) {
             if ((v = PyBytes_FromStringAndSize(h.path.p, h.path.n)) == NULL) goto done;
             path_last.obj = v, path_last.raw = h.path;
         }
-        PyList_SET_ITEM(c.paths, b, v);
+        c.col[PATH][b] = v;
         for (Py_ssize_t j = 1; j < stride; j++) {
+            if (pos > size) goto irregular; /* the text ends inside a block */
             span line = next_line(text, size, &pos);
             span key = key_of[j];
             /* The first block's key, then its colon and a space, a tab or the end. */
@@ -388,7 +392,7 @@ static PyObject *scan(PyObject *module, PyObject *args) {
                     }
                     flags_last.obj = v, flags_last.raw = value;
                 }
-                PyList_SET_ITEM(c.flags, b, v);
+                c.col[FLAGS][b] = v;
                 continue;
             }
             int64_t kib = size_kib(line, key.n + 1, max_kib);
@@ -401,26 +405,38 @@ static PyObject *scan(PyObject *module, PyObject *args) {
                 if ((v = PyLong_FromLongLong(kib * 1024)) == NULL) goto done;
                 l->obj = v, l->number = kib;
             }
-            PyList_SET_ITEM(c.sizes[role[j]], b, v);
+            c.col[SIZES + role[j]][b] = v;
+        }
+    }
+
+    /* The answer: each column a list (or None: a key no block has), sizes in a tuple. */
+    PyObject *lists[MAX_COLUMNS] = {NULL};
+    for (Py_ssize_t k = 0; k < c.ncols; k++) {
+        if (!c.wanted[k] && k >= SIZES - 1 && size > 0) {
+            lists[k] = Py_None;
+            Py_INCREF(Py_None);
+        } else if ((lists[k] = c.col[k] ? as_list(c.col[k], count) : PyList_New(0)) == NULL) {
+            goto lists_done;
         }
     }
     PyObject *sizes = PyTuple_New(nkeys);
-    if (sizes == NULL) goto done;
+    if (sizes == NULL) goto lists_done;
     for (Py_ssize_t k = 0; k < nkeys; k++) {
-        PyTuple_SET_ITEM(sizes, k, c.sizes[k]);
-        c.sizes[k] = NULL;
+        PyTuple_SET_ITEM(sizes, k, lists[SIZES + k]);
+        lists[SIZES + k] = NULL;
     }
     PyObject *stride_obj = PyLong_FromSsize_t(stride);
     if (stride_obj == NULL || (result = PyTuple_New(10)) == NULL) {
         Py_XDECREF(stride_obj);
         Py_DECREF(sizes);
-        goto done;
+        goto lists_done;
     }
-    /* The tuple takes over every column: nothing is left to release but the perms. */
-    PyObject *items[10] = {stride_obj, c.starts, c.ends, c.perms,  c.offsets,
-                           c.devs,     c.inodes, c.paths, sizes, c.flags};
+    PyObject *items[10] = {stride_obj,   lists[START], lists[END],  lists[PERMS], lists[OFFSET],
+                           lists[DEV],   lists[INODE], lists[PATH], sizes,        lists[FLAGS]};
     for (Py_ssize_t k = 0; k < 10; k++) PyTuple_SET_ITEM(result, k, items[k]);
-    c.starts = c.ends = c.perms = c.offsets = c.devs = c.inodes = c.paths = c.flags = NULL;
+    for (Py_ssize_t k = 0; k < SIZES; k++) lists[k] = NULL;
+lists_done:
+    for (Py_ssize_t k = 0; k < c.ncols; k++) Py_XDECREF(lists[k]);
     goto done;
 
 irregular:

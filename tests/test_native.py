@@ -146,6 +146,19 @@ def test_every_capture_parses_the_same_both_ways(name: str) -> None:
         assert spy.taken >= (4 if text.strip() else 3)  # an empty text has no import piece
 
 
+@needs_native
+@pytest.mark.parametrize("name", [n for n in CAPTURES if "smaps" in n and n not in DECLINED])
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_a_text_cut_inside_its_last_block_is_left_to_python(name: str, cut: int) -> None:
+    """The last block short of its last lines (a read cut short): the scanner gives up
+    rather than hand out a row with holes, and the Python parsers read what is there."""
+    lines = (FIXTURES / name).read_bytes().rstrip(b"\n").split(b"\n")
+    text = b"\n".join(lines[:-cut])
+    assert BUILT is not None
+    assert BUILT(text, parse._NATIVE_KEYS, parse.MAX_PATH_TEXT, parse.MAX_SIZE // 1024) is None
+    every_route(text, budget=700)
+
+
 # --- generated texts --------------------------------------------------------------------
 
 KEPT = [key for _, key in SMAPS_FIELDS]
@@ -231,6 +244,7 @@ def hostile_texts(draw: st.DrawFn) -> bytes:
                     "crlf",
                     "cr",
                     "truncate",
+                    "tail",
                     "blank",
                     "unit",
                 ]
@@ -264,6 +278,8 @@ def hostile_texts(draw: st.DrawFn) -> bytes:
         elif how == "truncate":
             text = b"\n".join(lines)
             return text[: draw(st.integers(0, len(text)))]
+        elif how == "tail":  # the last lines gone, as from a read cut short
+            del lines[-draw(st.integers(1, 3)) :]
         elif how == "blank":
             lines.insert(i, draw(st.sampled_from([b"", b" ", b"\t"])))
         elif how == "unit":
