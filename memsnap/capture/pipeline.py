@@ -15,7 +15,8 @@ raises, the caller's transaction must be rolled back. A piece the fast parser re
 stops the parsing: the caller then parses the whole text (`raw`) as `Proc.capture`'s
 caller does, so that every error is reported as before, naming its line.
 
-MEMSNAP_PIPELINE=0 turns the overlap off (`pipeline_enabled`).
+The overlap is used only while a core is free for it (`spare_core`); MEMSNAP_PIPELINE=0
+turns it off, MEMSNAP_PIPELINE=1 uses it whatever the machine is doing.
 """
 
 from __future__ import annotations
@@ -59,9 +60,24 @@ def switching_often() -> Iterator[None]:
 
 
 def pipeline_enabled() -> bool:
-    """Whether a big first record overlaps its stages: MEMSNAP_PIPELINE=0 turns it off
-    (to compare, or to debug: everything is then read, parsed and written in turn)."""
-    return os.environ.get("MEMSNAP_PIPELINE", "1") != "0"
+    """Whether a big first record may overlap its stages: MEMSNAP_PIPELINE=0 turns it
+    off (to compare, or to debug: everything is then read, parsed and written in turn)."""
+    return os.environ.get("MEMSNAP_PIPELINE") != "0"
+
+
+def spare_core(running: Callable[[], int | None]) -> bool:
+    """Whether the overlap can pay: MEMSNAP_PIPELINE=1 says always; else only while a
+    core is free for the second thread, i.e. fewer tasks are runnable right now
+    (`running`, this one included) than this process may use cores. The threads add
+    work of their own (a piece is classified twice, the interpreter lock changes hands
+    often): on a machine with every core busy they only make the record slower."""
+    if os.environ.get("MEMSNAP_PIPELINE") == "1":
+        return True
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        return False
+    now = running()
+    return now is None or now < cores
 
 
 def last_block_start(text: bytes) -> int:
