@@ -334,11 +334,15 @@ def _column_sizes(column: list[bytes], key: bytes) -> list[int | None] | None:
     if tokens[2::3].count(b"kB") != len(column):
         return None
     numbers = tokens[1::3]
-    # ASCII digits only, and at most 16 of them (the line parser names a bigger value).
-    if max(map(len, numbers)) > 16 or not all(map(bytes.isdigit, numbers)):
+    # ASCII digits only (int() would take "+1" or "1_0"), and at most 16 of them (the
+    # line parser names a bigger value); each column is converted once.
+    if max(map(len, numbers)) > 16 or not b"".join(numbers).isdigit():
         return None
-    sizes: list[int | None] = list(map(_KIB.__mul__, map(int, numbers)))
-    return None if max(map(int, numbers)) * _KIB > MAX_SIZE else sizes
+    kib = list(map(int, numbers))
+    if max(kib) * _KIB > MAX_SIZE:
+        return None
+    sizes: list[int | None] = list(map(_KIB.__mul__, kib))
+    return sizes
 
 
 def _parse_strided(

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from memsnap.capture.replaced import executable_mappings
+import pytest
+
+from conftest import MAPS
+from memsnap.capture.replaced import executable_files, executable_mappings
 from memsnap.checking import (
     Row,
     Selection,
@@ -17,8 +20,10 @@ from memsnap.checking import (
     latest_of_each,
     with_history,
 )
+from memsnap.errors import ParseError
 from memsnap.match import compile_name
 from memsnap.model import ProcessIdentity, Region, Snapshot, Totals
+from memsnap.parse import parse_text
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 
@@ -123,3 +128,36 @@ def test_executable_mappings_of_a_smaps_text() -> None:
         ("/usr/lib/libgone.so", True, 99),
     ]
     assert executable_mappings(b"\xff\x00 garbage r-xp\n") == []
+
+
+def test_executable_mappings_skip_anonymous_code_and_candidates_inside_paths() -> None:
+    text = (
+        b"7f0000000000-7f0000001000 r-xp 00000000 00:00 0\n"  # anonymous code: no file
+        b"7f0000001000-7f0000002000 rw-p 00000000 fe:00 7 /tmp/a r-xp 0 fe:00 8 /b\n"
+        b"7f0000002000-7f0000003000 r-xp 00000000 fe:00 9 /tmp/c r-xp 0 fe:00 8 /d\n"
+        b"7ffd00000000-7ffd00001000 r-xp 00000000 00:00 0 [vdso]\n"
+        b"not a header r-xp 0 fe:00 8 /e\n"  # not parsed: it would fail the whole text
+    )
+    found = executable_mappings(text)
+    # The rw-p line's path holds a header-like text: it is not an executable mapping;
+    # the r-xp line counts once, whatever its path holds.
+    assert [(r.start, r.path, r.inode) for r in found] == [
+        (0x7F0000002000, "/tmp/c r-xp 0 fe:00 8 /d", 9)
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in MAPS.glob("*.txt")))
+def test_executable_files_from_text_and_from_parsed_mappings_agree(name: str) -> None:
+    # An unchanged copy finds them in the text, a new or changed snapshot among its parsed
+    # mappings: both must name the same files, on every capture.
+    raw = (MAPS / name).read_bytes()
+    try:
+        parsed = parse_text(raw, saved=True)
+    except ParseError:
+        return  # a capture the parser refuses is never recorded
+
+    def headers(regions: list[Region]) -> list[tuple[object, ...]]:
+        return [r[: Region._fields.index("deleted") + 1] for r in regions]
+
+    from_text = executable_mappings(raw.replace(b"\r\n", b"\n"))
+    assert headers(from_text) == headers(executable_files(parsed.mappings))

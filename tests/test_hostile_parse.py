@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from memsnap.errors import ParseError
 from memsnap.model import Mapping
-from memsnap.parse import format_header, parse_text
+from memsnap.parse import _column_sizes, format_header, parse_text
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 # Any character a file name can hold: everything but NUL and '/' in one component.
@@ -122,3 +122,14 @@ def test_every_byte_value_in_a_name() -> None:
     name = bytes(b for b in range(1, 256) if b not in b"\n/").decode("utf-8", "surrogateescape")
     (m,) = parse_text(f"00400000-00401000 r--p 00000000 08:01 12   /tmp/{name}").mappings
     assert m.path == f"/tmp/{name}".rstrip(" ")
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"1_0", b"+1", b"-1", b"\xd9\xa3", b"99999999999999999", b"9999999999999999"],
+)
+def test_a_size_column_with_one_odd_number_is_left_to_the_line_parser(number: bytes) -> None:
+    # int() takes "1_0" and "+1"; 17 digits, or 16 past 2**63-1 bytes, cannot be stored.
+    column = [b"Rss:                 12 kB", b"Rss:                 " + number + b" kB"]
+    assert _column_sizes(column, b"Rss") is None
+    assert _column_sizes(column[:1], b"Rss") == [12 * 1024]

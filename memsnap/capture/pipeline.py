@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from memsnap.capture.procfs import Capture, MapReader
-from memsnap.capture.replaced import executable_headers
 from memsnap.parse import Parsed, Sums, _parse_in_pieces
 
 # Bytes of text per piece: a smaller piece fills and drains the pipeline sooner, a larger
@@ -107,7 +106,6 @@ class OverlappedRead:
         self._reader = reader
         self._settle = settle
         self.raw: list[bytes] = []  # the text's pieces as read, for `whole_text`
-        self.exec_headers: list[bytes] = []  # its executable mappings' header lines
         self._pieces: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._parsed: list[Parsed] = []
         self._done = threading.Condition()
@@ -159,7 +157,6 @@ class OverlappedRead:
                 else:
                     body, carry = b"", carry + piece
                 if body and self._fast and not self._stop:
-                    self.exec_headers.extend(executable_headers(body))
                     parsed = _parse_in_pieces(body, PIECE_BYTES, sums)
                     if parsed is None:
                         self._fast = False

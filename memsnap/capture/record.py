@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from memsnap.capture import pipeline
 from memsnap.capture.procfs import Capture, Proc, ProcessInfo, ThreadPointers
-from memsnap.capture.replaced import replaced_in
+from memsnap.capture.replaced import executable_files, replaced_among, replaced_in
 from memsnap.classify import MAX_STREAMED_OBJECTS, StreamClassifier, Threads, classify
 from memsnap.elf import HEAD_BYTES, LoadLayout, parse_load_layout
 from memsnap.errors import MemsnapError, ParseError
@@ -135,19 +135,24 @@ def _info_of(
 def classify_capture(proc: Proc, capture: Capture) -> tuple[Parsed, list[str]]:
     """A live capture parsed (with the kernel's ` (deleted)` told from a name's own)
     and the kind of each mapping."""
-    info = capture.info
     parsed = parse_text(capture.raw)
+    return parsed, classify_parsed(proc, capture, parsed)
+
+
+def classify_parsed(proc: Proc, capture: Capture, parsed: Parsed) -> list[str]:
+    """The kind of each mapping of a capture's parsed text; the kernel's ` (deleted)` is
+    told from a name's own first (`settle_deleted`, which changes `parsed`)."""
+    info = capture.info
     settle_deleted(proc, info.identity.pid, parsed)
     # A running thread has no readable stack pointer; then the guard-page rule helps.
     threads = Threads(capture.threads.known, some_unknown=capture.threads.unknown > 0)
-    kinds = classify(
+    return classify(
         parsed.mappings,
         info.exe,
         threads,
         layouts_from_files(proc, info.identity.pid),
         info.page_size,
     )
-    return parsed, kinds
 
 
 _PATH, _DELETED = MAPPING_FIELDS.index("path"), MAPPING_FIELDS.index("deleted")
@@ -187,10 +192,8 @@ def record_capture(
     (pid, start time) of the processes recorded before: others are not looked for.
     `quick`: the capture's quick signal (`Proc.quick`), stored with its digest."""
     info = capture.info
-    # Taken before the unchanged-copy shortcut: once a library is replaced, the maps text
-    # stops changing and later snapshots are copies, each of which must carry the fact.
-    replaced = replaced_in(capture.raw, proc.file(info.identity.pid, "root"))
-    snapshot = replace(_info(capture, label, taken_at), replaced=replaced)
+    root = proc.file(info.identity.pid, "root")
+    snapshot = _info(capture, label, taken_at)
     identity = info.identity
     key = (identity.pid, identity.start_ticks)
     if recorded is None or key in recorded:
@@ -198,11 +201,17 @@ def record_capture(
         full = digest_parts(known)[0]
         # With the latest digest known, a differing one needs no transaction to say so.
         if full is None or full == capture.digest.value():
-            same = Writer(db).save_unchanged(snapshot, capture.digest.value, quick)
+            # Once a library is replaced the text stops changing and later snapshots are
+            # copies: each copy must carry the fact, taken now.
+            copy = replace(snapshot, replaced=replaced_in(capture.raw, root))
+            same = Writer(db).save_unchanged(copy, capture.digest.value, quick)
             if same is not None:
                 return Recorded(same[0], identity.pid, info.command, same[1])
-    parsed, kinds = classify_capture(proc, capture)
-    stored = replace(snapshot, digest=stored_digest(capture.digest.value(), quick))
+    parsed = parse_text(capture.raw)
+    replaced = replaced_among(executable_files(parsed.mappings), root)
+    kinds = classify_parsed(proc, capture, parsed)
+    digest = stored_digest(capture.digest.value(), quick)
+    stored = replace(snapshot, replaced=replaced, digest=digest)
     snapshot_id, totals = Writer(db).save_snapshot(stored, parsed.columns, kinds)
     return Recorded(snapshot_id, info.identity.pid, info.command, totals)
 
@@ -379,10 +388,9 @@ def _write_new(
     )
     threads = Threads(capture.threads.known, some_unknown=capture.threads.unknown > 0)
     kinds = classify(mappings, exe, threads, layouts, page_size)
-    headers = b"".join(line + b"\n" for line in read.exec_headers)
     snapshot = replace(
         _info(capture, label, taken_at),
-        replaced=replaced_in(headers, proc.file(pid, "root")),
+        replaced=replaced_among(executable_files(mappings), proc.file(pid, "root")),
         digest=stored_digest(capture.digest.value(), None),
     )
     return new.finish(snapshot, columns, kinds, rewrite=kinds != guessed)

@@ -2,9 +2,12 @@
 another file at their path. Only a stat at record time can tell (the old file's inode is
 gone from disk later), so it is taken with every live snapshot and stored with it.
 
-The executable mappings are found with one pattern over the text's header lines (a
-process maps a few dozen such objects among thousands of lines), so the check costs a
-stat per object even when the snapshot turns out to be an unchanged copy.
+Where the text was parsed anyway (a new or changed process), the executable files are
+taken from its mappings. Where it was not (an unchanged copy, told from its digest or its
+quick signal), they are found in the text: a pattern with a literal start finds the few
+candidate lines (an executable mapping of a file, a non-zero inode) without being tried at
+every byte of a smaps text of tens of megabytes, and each candidate's whole line is then
+checked as a header. Either way the check costs a stat per executable object.
 """
 
 from __future__ import annotations
@@ -19,28 +22,38 @@ from memsnap.findings import replaced_objects
 from memsnap.model import Region
 from memsnap.parse import parse_text
 
-# A maps (or smaps) header line whose permissions have `x`: smaps' field lines start
-# with a name, never with an address range.
-_EXEC_HEADER = re.compile(rb"^[0-9a-fA-F]+-[0-9a-fA-F]+ [r-][w-]x[ps-] [^\n]*$", re.MULTILINE)
+# A maps (or smaps) header line whose permissions have `x`.
+_EXEC_HEADER = re.compile(rb"[0-9a-fA-F]+-[0-9a-fA-F]+ [r-][w-]x[ps-] [^\n]*")
+# Where such a line of a mapped file may be: its permissions' `x` up to a non-zero inode
+# (anonymous and special mappings have inode 0 and are never a replaced file). A match can
+# also lie inside a path, or in a line that is no header at all: its line is checked whole.
+_EXEC_FILE_CANDIDATE = re.compile(rb"x[ps-] [0-9a-fA-F]+ [0-9a-fA-F]+:[0-9a-fA-F]+ +0*[1-9]")
 
 
 def executable_mappings(raw: bytes) -> list[Region]:
-    """The executable mappings of a maps or smaps text, parsed as `record` parses them
-    (kind left unset: the rule needs only path, device and inode)."""
-    lines = _EXEC_HEADER.findall(raw)
+    """The executable mappings of files in a maps or smaps text, parsed as `record`
+    parses them (kind left unset: the rule needs only path, device and inode)."""
+    lines: dict[int, bytes] = {}
+    for found in _EXEC_FILE_CANDIDATE.finditer(raw):
+        begin = raw.rfind(b"\n", 0, found.start()) + 1
+        if begin in lines:
+            continue
+        end = raw.find(b"\n", found.end())
+        line = raw[begin : len(raw) if end < 0 else end]
+        if _EXEC_HEADER.fullmatch(line):
+            lines[begin] = line
     if not lines:
         return []
     try:
-        parsed = parse_text(b"\n".join(lines) + b"\n")
+        parsed = parse_text(b"\n".join(lines.values()) + b"\n")
     except ParseError:
         return []  # the whole text is parsed next and its error is the one reported
-    return parsed.mappings
+    return executable_files(parsed.mappings)
 
 
-def executable_headers(raw: bytes) -> list[bytes]:
-    """The header lines of a text's executable mappings: those of a text read a piece
-    at a time, joined with newlines, give the whole text's `replaced_in`."""
-    return _EXEC_HEADER.findall(raw)
+def executable_files(mappings: list[Region]) -> list[Region]:
+    """The executable mappings of files among parsed mappings (see `executable_mappings`)."""
+    return [m for m in mappings if m.inode != 0 and "x" in m.perms]
 
 
 def stat_in_root(root: str) -> Callable[[str], os.stat_result | None]:
@@ -59,6 +72,11 @@ def stat_in_root(root: str) -> Callable[[str], os.stat_result | None]:
 
 
 def replaced_in(raw: bytes, root: str) -> str:
-    """The replaced executable objects of a capture, as the snapshot row keeps them: a
-    JSON list of [path, device, inode], sorted."""
-    return encode(replaced_objects(executable_mappings(raw), stat_in_root(root)))
+    """The replaced executable objects of a capture's text, as the snapshot row keeps
+    them: a JSON list of [path, device, inode], sorted."""
+    return replaced_among(executable_mappings(raw), root)
+
+
+def replaced_among(executable: list[Region], root: str) -> str:
+    """`replaced_in` for executable mappings already found (`executable_files`)."""
+    return encode(replaced_objects(executable, stat_in_root(root)))
