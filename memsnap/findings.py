@@ -33,75 +33,22 @@ from datetime import datetime
 from memsnap.errors import UsageError
 from memsnap.model import Region, Snapshot
 
-# --- severities -----------------------------------------------------------------------
-
-SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
-_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-DEFAULT_FAIL_ON = "high"
-FAIL_EXIT = 3  # what `check` exits with when a finding is at or above --fail-on
-
-
-def severity_rank(severity: str) -> int:
-    """The place of a severity in the order info < low < medium < high < critical."""
-    return _RANK[severity]
-
-
-def at_or_above(severity: str, threshold: str) -> bool:
-    return _RANK[severity] >= _RANK[threshold]
-
-
-def parse_severity(text: str, option: str = "--fail-on") -> str:
-    """A severity named by the user, or `UsageError` listing the valid ones."""
-    name = text.strip().lower()
-    if name not in _RANK:
-        raise UsageError(f"{option}: unknown severity {text!r} (one of {', '.join(SEVERITIES)})")
-    return name
+# The catalogue, named here too: what check reports is read as `findings.RULES` etc.
+from memsnap.rules import DEFAULT_FAIL_ON as DEFAULT_FAIL_ON
+from memsnap.rules import FAIL_EXIT as FAIL_EXIT
+from memsnap.rules import RANK as RANK
+from memsnap.rules import RULES as RULES
+from memsnap.rules import SEVERITIES as SEVERITIES
+from memsnap.rules import Rule as Rule
+from memsnap.rules import at_or_above as at_or_above
+from memsnap.rules import parse_rules as parse_rules
+from memsnap.rules import parse_severity as parse_severity
+from memsnap.rules import severity_rank as severity_rank
 
 
 def exit_code(findings: Iterable[Finding], fail_on: str = DEFAULT_FAIL_ON) -> int:
     """3 when any finding is at or above `fail_on`, else 0 (`check`'s exit code)."""
     return FAIL_EXIT if any(at_or_above(f.severity, fail_on) for f in findings) else 0
-
-
-# --- rules ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    id: str
-    severity: str
-    title: str
-
-
-# In the order of the issue's table (and of `memsnap check`'s help).
-RULES: dict[str, Rule] = {
-    rule.id: rule
-    for rule in (
-        Rule("memfd-exec", "critical", "runs code from a memfd (fileless)"),
-        Rule("exec-stack", "high", "executable stack"),
-        Rule("exec-heap", "high", "executable heap"),
-        Rule("dirty-text", "high", "code patched in memory"),
-        Rule("ddexec", "high", "trace of the DDexec in-memory loader"),
-        Rule("wx", "medium", "writable and executable memory"),
-        Rule("anon-exec", "medium", "executable memory with no file behind it"),
-        Rule("exec-from-tmp", "medium", "runs code from a temporary directory"),
-        Rule("deleted-code", "medium", "runs a deleted library"),
-        Rule("replaced-code", "medium", "runs a library replaced on disk"),
-        Rule("w-then-x", "low", "memory written, then made executable"),
-    )
-}
-
-
-def parse_rules(text: str, option: str = "--rule") -> tuple[str, ...]:
-    """Rule ids from a comma list (`deleted-code,replaced-code`), or `UsageError`."""
-    ids = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [i for i in ids if i not in RULES]
-    if unknown or not ids:
-        raise UsageError(
-            f"{option}: unknown rule {', '.join(map(repr, unknown)) or repr(text)} "
-            f"(rules: {', '.join(RULES)})"
-        )
-    return ids
 
 
 ObjectKey = tuple[str, str, int]  # (path, device, inode): one mapped file
@@ -697,7 +644,7 @@ def ordered(reported: Iterable[Reported]) -> list[Reported]:
     return sorted(
         reported,
         key=lambda r: (
-            -_RANK[r.finding.severity],
+            -RANK[r.finding.severity],
             r.snapshot.host,
             r.snapshot.pid,
             r.snapshot.id,

@@ -12,7 +12,7 @@ import typer
 from memsnap.cli.common import OUTPUT_OPTION, STYLE_OPTION, database, echo, emit
 from memsnap.cli.picking import ID_MAX, host_option, name_option, pid_option
 from memsnap.errors import UsageError
-from memsnap.findings import RULES
+from memsnap.rules import RULES
 
 if TYPE_CHECKING:
     from memsnap.checking import Selection

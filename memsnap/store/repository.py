@@ -16,17 +16,22 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime, tzinfo
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from memsnap.checking import Row, Step
 from memsnap.model import Region, Snapshot, SnapshotFilter, Totals
-from memsnap.retention import Policy
-from memsnap.store import findings_rows, reader
-from memsnap.store import prune as pruning
 from memsnap.store import push as pushing
+from memsnap.store import reader
 from memsnap.store.database import Database, database_errors
 from memsnap.store.writer import Writer
+
+if TYPE_CHECKING:
+    # What only `check` and `prune` use is imported when they run: every command
+    # builds a repository, and start-up is part of each command's time.
+    from memsnap.checking import Row, Step
+    from memsnap.retention import Policy
+    from memsnap.store import prune as pruning
 
 
 class Repository(Writer):
@@ -119,14 +124,20 @@ class Repository(Writer):
     # --- what `check` reads besides layouts (see `memsnap.store.findings_rows`) ---------
 
     def steps(self, process_id: int) -> list[Step]:
+        from memsnap.store import findings_rows
+
         with database_errors():
             return findings_rows.steps(self._reading(), process_id)
 
     def rows_at(self, process_id: int, starts: set[int]) -> list[Row]:
+        from memsnap.store import findings_rows
+
         with database_errors():
             return findings_rows.rows_at(self._reading(), process_id, starts)
 
     def fileless_rows(self, process_id: int) -> list[Row]:
+        from memsnap.store import findings_rows
+
         with database_errors():
             return findings_rows.fileless_rows(self._reading(), process_id)
 
@@ -167,5 +178,7 @@ class Repository(Writer):
     ) -> pruning.PruneResult:
         """Apply `policy` to every chosen process, one transaction each, then give the
         space back (see `memsnap.store.prune`)."""
+        from memsnap.store import prune as pruning
+
         with database_errors():
             return pruning.prune(self.db, policy, chosen, tz, now, dry_run, after_each)
