@@ -19,6 +19,9 @@ import re
 
 # C0 controls, DEL and the C1 controls (U+0080-U+009F: some terminals act on them too).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# The same but a newline: a whole document's own lines are searched for nothing else (a
+# table of 60,000 rows has as many newlines, each of which would be a Python call).
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 # memsnap's own colour codes (Select Graphic Rendition), the only sequences it writes.
 _SGR = re.compile("(\x1b\\[[0-9;]*m)")
 
@@ -36,11 +39,6 @@ def _hex(match: re.Match[str]) -> str:
     return f"\\x{ord(match.group()):02x}"
 
 
-def _hex_but_newline(match: re.Match[str]) -> str:
-    char = match.group()
-    return char if char == "\n" else f"\\x{ord(char):02x}"
-
-
 def visible(text: str, *, lines: bool = False, colours: bool = False) -> str:
     """`text` with undecodable bytes and control characters shown as `\\xNN`.
 
@@ -50,14 +48,14 @@ def visible(text: str, *, lines: bool = False, colours: bool = False) -> str:
     (memsnap's colour codes stay; the data inside was made visible before painting).
     """
     text = escape_undecodable(text)
-    if _CONTROL.search(text) is None:
+    control = _CONTROL_BUT_NEWLINE if lines else _CONTROL
+    if colours and "\x1b" in text:
+        # split() with a group keeps the colour codes at the odd positions.
+        parts = _SGR.split(text)
+        return "".join(p if i % 2 else control.sub(_hex, p) for i, p in enumerate(parts))
+    if control.search(text) is None:
         return text
-    sub = _hex_but_newline if lines else _hex
-    if not colours:
-        return _CONTROL.sub(sub, text)
-    # split() with a group keeps the colour codes at the odd positions.
-    parts = _SGR.split(text)
-    return "".join(p if i % 2 else _CONTROL.sub(sub, p) for i, p in enumerate(parts))
+    return control.sub(_hex, text)
 
 
 def visible_column(column: list[str]) -> list[str]:

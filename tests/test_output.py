@@ -89,6 +89,12 @@ def test_visible_makes_every_control_character_visible() -> None:
     for char in CONTROLS:
         assert visible(f"a{char}b") == f"a\\x{ord(char):02x}b"
     assert visible("a\nb", lines=True) == "a\nb"
+    # A document keeps its own lines, and nothing else of them.
+    for char in CONTROLS.replace("\n", ""):
+        assert visible(f"a\n{char}b\n", lines=True) == f"a\n\\x{ord(char):02x}b\n"
+        colour = "\x1b[1;32ma\x1b[0m\n"
+        shown = visible(f"{colour}{char}", lines=True, colours=True)
+        assert shown == f"{colour}\\x{ord(char):02x}"
     assert visible("\udc9b[2J") == "\\x9b[2J"  # an undecodable byte, as before
     assert visible("\x1b[1;32mheap\x1b[0m \x1b[2J", colours=True) == (
         "\x1b[1;32mheap\x1b[0m \\x1b[2J"

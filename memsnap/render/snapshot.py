@@ -196,11 +196,17 @@ def show_columns(
     width = width or max((len(f"{r.end:x}") for r in regions), default=12)
     span = f"{{:0{width}x}}-{{:0{width}x}}".format
     kinds = [r.kind for r in regions]
+    sizes = [r.end - r.start for r in regions]
+    holes = [i for i, k in enumerate(kinds) if k == "gap" and _is_hole(regions[i])]
+    counts = [str(size // page_size) for size in sizes]
+    shown = list(map(human, sizes))
+    for i in holes:
+        shown[i], counts[i] = "-", ""
     columns = [
         visible_column(kinds),  # a database's rows are text like any other
         list(map(span, (r.start for r in regions), (r.end for r in regions))),
-        ["-" if _is_hole(r) else human(r.size) for r in regions],
-        ["" if _is_hole(r) else str(r.size // page_size) for r in regions],
+        shown,
+        counts,
         visible_column([r.perms for r in regions]),
         [human(r.rss) if r.kind != "gap" else "" for r in regions],
         visible_column(
