@@ -424,3 +424,29 @@ def test_name_help_says_it_is_a_python_regex_like_pgrep_f(sqlite_cli: Cli) -> No
     for command in ("list", "show", "replay"):
         text = " ".join(sqlite_cli(command, "--help").stdout.split())
         assert "--name" in text and "pgrep -f" in text, (command, text)
+
+
+def test_a_diff_of_two_processes_reports_repeated_equal_regions_whole(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # A text may hold the same line twice (a hostile or edited capture): the pairing's
+    # light regions are then equal tuples, and each reported one must still be read
+    # back whole, from its own row (they differ in a field pairing does not read).
+    app = "00400000-00401000 r-xp 00000000 fe:00 5 /usr/bin/app\nRss: 4 kB\nPrivate_Dirty: 0 kB\n"
+    lib = "7f0000000000-7f0000001000 r-xp 00000000 fe:00 12 /usr/lib/libtwice.so\n"
+    a = tmp_path / "a.txt"
+    a.write_text(app)
+    b = tmp_path / "b.txt"
+    b.write_text(
+        app + lib + "Rss: 4 kB\nPrivate_Dirty: 4 kB\n" + lib + "Rss: 4 kB\nPrivate_Dirty: 0 kB\n"
+    )
+    for pid, text in ((1, a), (2, b)):
+        done = cli("record", "--from-file", str(text), "--pid", str(pid))
+        assert done.exit_code == 0, done.stderr
+    shown = cli("diff", "1", "2", "--format", "json")
+    assert shown.exit_code == 0, shown.stderr
+    added = json.loads(shown.stdout)["regions"]["added"]
+    assert sorted((r["path"], r["private_dirty"]) for r in added) == [
+        ("/usr/lib/libtwice.so", 0),
+        ("/usr/lib/libtwice.so", 4096),
+    ]

@@ -12,6 +12,7 @@ as repo:`), so a command sees one state of the database.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime, tzinfo
@@ -41,10 +42,11 @@ class Repository(Writer):
         super().__init__(db)
         self._open = ExitStack()
         self._conn: Connection | None = None
-        # The row id of each region `pairing_layout` handed out, by the object's id
-        # (equal tuples may repeat in an imported text): kept with the region itself,
-        # so the id is not reused while the entry lives.
-        self._rows: dict[int, tuple[Region, int]] = {}
+        # What each `pairing_layout` handed out: its regions (in address order), their
+        # row ids and their starts. A region is found again by bisecting the starts and
+        # then looking for the very object (equal tuples may repeat in an imported text);
+        # only the few regions a diff reports are ever looked for.
+        self._sides: list[tuple[list[Region], list[int], list[int]]] = []
 
     def __enter__(self) -> Repository:
         return self
@@ -58,7 +60,7 @@ class Repository(Writer):
         self.close()
 
     def close(self) -> None:
-        self._rows.clear()
+        self._sides.clear()
         self._conn = None
         with database_errors():
             self._open.close()
@@ -111,12 +113,21 @@ class Repository(Writer):
         address order; `whole` gives back the full regions of any of these."""
         with database_errors():
             regions, ids = reader.pairing_layout(self._reading(), snap)
-        self._rows.update((id(r), (r, row)) for r, row in zip(regions, ids, strict=True))
+        self._sides.append((regions, ids, [r.start for r in regions]))
         return regions
+
+    def _row_of(self, region: Region) -> int:
+        for regions, ids, starts in self._sides:
+            i = bisect_left(starts, region.start)
+            while i < len(regions) and starts[i] == region.start:
+                if regions[i] is region:
+                    return ids[i]
+                i += 1
+        raise KeyError(f"a region pairing_layout did not hand out: {region!r}")
 
     def whole(self, regions: Sequence[Region]) -> list[Region]:
         """The full regions of regions `pairing_layout` handed out, in the same order."""
-        rows = [self._rows[id(r)][1] for r in regions]
+        rows = [self._row_of(r) for r in regions]
         with database_errors():
             found = reader.regions_by_id(self._reading(), sorted(set(rows)))
         return [found[row] for row in rows]
