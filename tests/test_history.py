@@ -400,6 +400,9 @@ def test_ctrl_c_ends_a_name_pattern_that_backtracks_forever(tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
         env={k: v for k, v in os.environ.items() if k != "MEMSNAP_DEBUG"},
+        # Ctrl-C as a terminal delivers it: a suite run in the background (where the
+        # shell ignores SIGINT, and children inherit that) must not hand that on.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         # Start-up and the query take a fraction of a second of CPU: a process still
