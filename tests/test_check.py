@@ -170,6 +170,37 @@ def test_replaced_code_is_recorded_in_unchanged_copies(
     assert fired(sqlite_cli, copy, "replaced-code") == {start}
 
 
+def test_replaced_code_fires_on_a_central_database_after_a_push(
+    tmp_path: Path, db_url: str, helper: Target, libz: Path, tmp_dir: Path
+) -> None:
+    """The stat is taken where the process runs; a push carries it with each snapshot
+    (the whole copy and the one-row unchanged copy alike), so `check` on the central
+    database says what it says locally."""
+    here = Cli(str(tmp_path / "local.db"))
+    lib = tmp_dir / "libz-app.so"
+    shutil.copyfile(libz, lib)
+    helper.send(f"dlopen {lib}")
+    before = record(here, helper.pid, "--no-smaps")
+    start = object_start(here, before, lib)
+    shutil.copyfile(libz, tmp_dir / "libz-app.so.new")
+    os.rename(tmp_dir / "libz-app.so.new", lib)
+    after = record(here, helper.pid, "--no-smaps")
+    assert here("push", db_url).exit_code == 0
+    copy = record(here, helper.pid, "--no-smaps")  # goes over as one row
+    done = here("push", db_url)
+    assert done.exit_code == 0, done.stderr
+    central = Cli(db_url)
+    listed = json.loads(central("list", "--format", "json").stdout)
+    by_seq = {s["seq"]: s["id"] for s in listed["snapshots"]}
+    assert sorted(by_seq) == [1, 2, 3], listed
+    local = {1: before, 2: after, 3: copy}
+    for seq, central_id in by_seq.items():
+        assert fired(central, central_id, "replaced-code") == fired(
+            here, local[seq], "replaced-code"
+        )
+    assert fired(central, by_seq[3], "replaced-code") == {start}
+
+
 def test_replaced_code_through_rename_and_not_on_imports(
     sqlite_cli: Cli, helper: Target, libz: Path, tmp_dir: Path
 ) -> None:

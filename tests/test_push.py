@@ -24,6 +24,8 @@ from conftest import Cli, Target, capture_path
 
 pytestmark = pytest.mark.live
 
+ANDROID_SMAPS = "aosp-libmeminfo-smaps_short-android-x86_64.txt"
+
 
 @pytest.fixture
 def local_url(tmp_path: Path) -> str:
@@ -341,3 +343,27 @@ def test_push_errors_are_one_line(local_url: str, tmp_path: Path, target: Target
     missing = Cli(str(tmp_path / "none.db"))("push", str(tmp_path / "t.db"))
     assert missing.exit_code == 1 and "nothing recorded" in missing.stderr
     assert not (tmp_path / "t.db").exists()
+
+
+def test_push_never_upgrades_the_local_database(local_url: str, tmp_path: Path) -> None:
+    # A database an older memsnap wrote (its schema one revision behind): a push reads
+    # it and must not change it, so it refuses it rather than migrating it.
+    from test_compact import _alembic
+
+    from memsnap.store.database import open_database
+
+    local = Cli(local_url)
+    done = local("record", "--from-file", str(capture_path(ANDROID_SMAPS)), "--pid", "7")
+    assert done.exit_code == 0, done.stderr
+    db = open_database(local_url)
+    try:
+        with db.engine.begin() as conn:
+            _alembic(conn, "0005_replaced")
+    finally:
+        db.close()
+    files = sorted(tmp_path.glob("local.db*"))
+    before = {f.name: f.read_bytes() for f in files}
+    refused = local("push", str(tmp_path / "central.db"))
+    assert refused.exit_code == 1
+    assert refused.stderr.count("\n") == 1 and "older than this memsnap" in refused.stderr
+    assert {f.name: f.read_bytes() for f in sorted(tmp_path.glob("local.db*"))} == before

@@ -159,16 +159,18 @@ def use_color() -> bool:
 
 
 @contextmanager
-def database(ctx: typer.Context, create: bool = False) -> Iterator[Database]:
+def database(ctx: typer.Context, create: bool = False, migrate: bool = True) -> Iterator[Database]:
     """The database `--db` names. Only a command that records passes `create`: a reading
     command on a missing database says nothing was recorded there yet. On a terminal, a
-    writer kept waiting by another's lock says what it waits for."""
+    writer kept waiting by another's lock says what it waits for. `migrate=False`: see
+    `open_database`."""
     from memsnap.store.database import open_database
 
     db = open_database(
         ctx.obj["db"] if ctx.obj else None,
         create=create,
         notify=_notice if sys.stderr.isatty() else None,
+        migrate=migrate,
     )
     try:
         yield db

@@ -62,7 +62,8 @@ def push(
     if target_url == source_url:
         raise UsageError("push copies into another database, not the one --db names")
     result = PushResult()
-    with database(ctx) as source:
+    # The local database is only read: never migrated either.
+    with database(ctx, migrate=False) as source:
         target = open_database(url, create=True)
         try:
             with Repository(source) as src:
@@ -77,6 +78,7 @@ def push(
                 # Each process's in seq order: a push cut short leaves a prefix there.
                 for snap in pending.snapshots:
                     before = there.pop(snap.process_id, None)
+                    replaced = src.replaced_of(snap)
                     if before is not None and src.unchanged_since(snap, before):
                         # Copied as one row when the target is still at `before`; its
                         # layout is read only if not.
@@ -85,9 +87,12 @@ def push(
                             snap=snap,
                             regions=partial(src.layout, snap),
                             after=before,
+                            replaced=replaced,
                         )
                     else:
-                        copy = partial(copy_snapshot, snap=snap, regions=src.layout(snap))
+                        copy = partial(
+                            copy_snapshot, snap=snap, regions=src.layout(snap), replaced=replaced
+                        )
                     if target.write(copy) is None:
                         result.already_there += 1
                     else:

@@ -382,11 +382,14 @@ def open_database(
     *,
     create: bool = True,
     notify: Notify | None = None,
+    migrate: bool = True,
 ) -> Database:
     """Open the database `target` names, migrating it as needed. `create`: a missing
     database is created (only a command that records asks for that; a reading command
     on a missing or empty database is told nothing was recorded there yet). `notify` is
-    told when a writer has to wait for another's lock."""
+    told when a writer has to wait for another's lock. `migrate=False`: a database whose
+    schema is not this memsnap's is refused, not upgraded (`push` never changes the
+    database it reads from)."""
     url = resolve_url(target)
     path = sqlite_file(url)
     where = safe_url(url) if path is None else str(path)
@@ -410,10 +413,16 @@ def open_database(
             conn.rollback()
             if found.empty and not create:
                 raise NotFoundError(f"nothing recorded in {where} yet")
-            if conn.dialect.name == "sqlite" and read_only_uri is None:
+            if conn.dialect.name == "sqlite" and read_only_uri is None and migrate:
                 _use_wal(conn)
         head = SCHEMA_HEAD if script_location is None else script_head(script_location)
         if found.revision != head or found.legacy:
+            if not migrate:
+                raise DatabaseError(
+                    f"{where}: its schema ({found.revision}) is older than this memsnap's "
+                    f"({head}), and it is only read here: any other memsnap command "
+                    "upgrades it (stop a watch an older memsnap runs on it first)"
+                )
             if read_only_uri is not None:
                 raise DatabaseError(
                     f"{where}: its schema ({found.revision}) needs an upgrade to {head}, and "

@@ -201,6 +201,7 @@ def copy_snapshot(
     snap: Snapshot,
     regions: Sequence[Region] | Callable[[], Sequence[Region]],
     after: int | None = None,
+    replaced: str | None = None,
 ) -> int | None:
     """Write one snapshot into the target, in the caller's transaction, with its own seq;
     None when the target has gone past that seq since it was asked (another push of the
@@ -209,7 +210,8 @@ def copy_snapshot(
     `after`: the seq of a snapshot of the process whose layout this one has (locally,
     `unchanged_since`); when it is the target's latest, the copy is one row sharing its
     totals (`writer.save_pushed_unchanged`) and `regions` (then best a function giving
-    them) is not asked for."""
+    them) is not asked for. `replaced`: the source's stored replaced objects, which
+    `check` on the target reads as it would locally."""
     info = SnapshotInfo(
         identity=snap.identity,
         command=snap.command,
@@ -221,6 +223,7 @@ def copy_snapshot(
         page_size=snap.page_size,
         kernel=snap.kernel,
         has_smaps=snap.has_smaps,
+        replaced=replaced,
     )
     try:
         if after is not None and not _is_import(snap.identity):

@@ -157,6 +157,13 @@ def snapshots_after(
     return list(map(_snapshot, conn.execute(query.order_by(snapshots.c.seq))))
 
 
+def replaced_of(conn: Connection, snapshot_id: int) -> str | None:
+    """The replaced executable objects stored with a snapshot (`snapshots.replaced`,
+    what `check`'s replaced-code reads), as stored: a push carries them over."""
+    row = conn.execute(select(snapshots.c.replaced).where(snapshots.c.id == snapshot_id)).first()
+    return None if row is None else row.replaced
+
+
 def snapshots_by_id(conn: Connection, ids: Sequence[int]) -> list[Snapshot]:
     """The snapshots of `ids` (without kind totals), exactly as `list` describes them."""
     found: list[Snapshot] = []

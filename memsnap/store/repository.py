@@ -159,6 +159,11 @@ class Repository(Writer):
         with database_errors():
             return pushing.local_hosts(self._reading())
 
+    def replaced_of(self, snap: Snapshot) -> str | None:
+        """The replaced executable objects stored with a snapshot (see `reader`)."""
+        with database_errors():
+            return reader.replaced_of(self._reading(), snap.id)
+
     def unpushed(
         self,
         latest: dict[pushing.LiveKey, int],
