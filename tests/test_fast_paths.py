@@ -209,18 +209,24 @@ def test_the_quick_signal_both_ways_on_a_live_process(
 
     monkeypatch.setattr(Proc, "file", spy)
     cli = Cli(str(tmp_path / "quick.db"))
-    for _ in range(3):
+    # The first record is new; the second, unchanged, stores the signal; from the third
+    # on, a copy. The rollup's Pss holds the [vdso] page's share, which moves a little
+    # with the number of processes on the machine: now and then a total crosses a
+    # kilobyte and the signal differs (a wasted full read, harmless), so a copy is
+    # waited for over a few records.
+    records = 0
+    while records < 8 and (records < 3 or len(smaps_reads) == records):
         assert cli("record", str(t.pid)).exit_code == 0
-    # The first is new; the second, unchanged, stores the signal; the third is a copy.
-    assert smaps_reads == [t.pid, t.pid]
+        records += 1
+    assert len(smaps_reads) == records - 1, "no record of an untouched process was a copy"
     t.send("grow")
     assert cli("record", str(t.pid)).exit_code == 0
-    assert smaps_reads == [t.pid] * 3
+    assert len(smaps_reads) == records
     ids = [s["id"] for s in sorted(_json(cli, "list")["snapshots"], key=lambda s: s["seq"])]
     shown = [_scrub(_json(cli, "show", str(i))) for i in ids]
     for snapshot in shown:
         del snapshot["snapshot"]["seq"]
-    assert shown[2] == shown[1] != shown[3]
+    assert shown[-2] == shown[-3] != shown[-1]
 
     def rss(snapshot: Any) -> list[int]:
         return [
@@ -229,4 +235,4 @@ def test_the_quick_signal_both_ways_on_a_live_process(
             if int(r["start"], 16) <= second < int(r["end"], 16)
         ]
 
-    assert [b - a for a, b in zip(rss(shown[2]), rss(shown[3]), strict=True)] == [4096]
+    assert [b - a for a, b in zip(rss(shown[-2]), rss(shown[-1]), strict=True)] == [4096]
