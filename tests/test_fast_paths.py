@@ -4,10 +4,10 @@ the same (JSON, ids and times aside) whether `record` took its fast paths or not
 The fast paths, each turned off by its variable set to 0: the quick "unchanged" signal
 (MEMSNAP_QUICK), the native smaps parser (MEMSNAP_NATIVE) and the overlapped read, parse
 and insert (MEMSNAP_PIPELINE). The same real processes are recorded step by step into
-two databases, each record made once with every fast path on (the defaults) and once
-with every one off, back to back, by `memsnap record` run as a command (a variable read
-when a module is imported counts too); then everything shown of the two databases is
-compared.
+two databases, each record made once with every fast path forced on (each variable 1)
+and once with every one off, back to back, by `memsnap record` run as a command (a
+variable read when a module is imported counts too); then everything shown of the two
+databases is compared.
 
 The processes are the C helper linked statically: it maps no shared library, so no other
 process on the machine moves its proportional sizes (Pss) between two records. (A
@@ -76,13 +76,9 @@ class Twin:
 
     def record(self, *args: str) -> None:
         for url, fast in ((self.on, True), (self.off, False)):
-            env = {k: v for k, v in os.environ.items() if k not in FAST_PATHS}
-            if not fast:
-                env |= dict.fromkeys(FAST_PATHS, "0")
-            else:
-                # The overlap otherwise waits for a free core (`pipeline.spare_core`),
-                # which a machine running the test suite may not have.
-                env["MEMSNAP_PIPELINE"] = "1"
+            # On is forced: the overlap otherwise waits for a free core
+            # (`pipeline.spare_core`), which a machine running the test suite may not have.
+            env = os.environ | dict.fromkeys(FAST_PATHS, "1" if fast else "0")
             done = subprocess.run(
                 [sys.executable, "-m", "memsnap", "--db", url, "record", *args],
                 env=env,
