@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from itertools import islice
+from operator import add
 from typing import Annotated, Any, NamedTuple, cast, get_type_hints
 
 KINDS: tuple[str, ...] = (
@@ -178,7 +179,10 @@ def _add(total: int | None, value: int | None) -> int | None:
 
 
 def _known_sum(values: Iterable[int | None]) -> int | None:
-    known = [v for v in values if v is not None]
+    picked = list(values)
+    if picked and None not in picked:  # one scan in C: with smaps read, none is missing
+        return sum(cast(list[int], picked))
+    known = [v for v in picked if v is not None]
     return sum(known) if known else None
 
 
@@ -223,7 +227,11 @@ def totals_by_kind(columns: Columns, kinds: Sequence[str]) -> dict[str, Totals]:
     if not kinds:
         return {}
     starts, ends, rss, pss, swap = (columns[i] for i in (_START, _END, _RSS, _PSS, _SWAP))
-    private = list(map(_private, columns[_PRIVATE_CLEAN], columns[_PRIVATE_DIRTY]))
+    clean, dirty = columns[_PRIVATE_CLEAN], columns[_PRIVATE_DIRTY]
+    if None in clean or None in dirty:
+        private = list(map(_private, clean, dirty))
+    else:  # every region has both (smaps read): added in C
+        private = list(map(add, clean, dirty))
     groups: dict[str, list[int]] = {}
     for i, kind in enumerate(kinds):
         groups.setdefault(kind, []).append(i)

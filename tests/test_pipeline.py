@@ -142,40 +142,6 @@ def test_a_small_process_in_many_pieces_stores_the_same(
     assert overlapped == plain
 
 
-def test_the_overlap_waits_for_a_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MEMSNAP_PIPELINE", raising=False)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert pipeline.spare_core(lambda: 1)  # this process alone is runnable
-    assert not pipeline.spare_core(lambda: 2)  # another one has the second core
-    assert pipeline.spare_core(lambda: None)  # cannot tell
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
-    assert not pipeline.spare_core(lambda: 1)  # one core: nothing to overlap on
-    monkeypatch.setenv("MEMSNAP_PIPELINE", "1")
-    assert pipeline.spare_core(lambda: 9)
-
-
-def test_with_no_core_free_a_big_first_record_is_read_whole(
-    tmp_path: Path, db_url: str, plain_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The first piece was read already: the rest is read in one go, the text recorded
-    # as a record without the overlap records it.
-    proc = fake_proc(tmp_path, smaps_of(FAR_APART), FAR_APART)
-    monkeypatch.setattr(pipeline, "PIECE_BYTES", 4096)
-    monkeypatch.setattr(pipeline, "spare_core", lambda running: False)
-    monkeypatch.setattr(pipeline, "OverlappedRead", None)  # never started
-    docs = []
-    for url in (db_url, plain_url):
-        db = open_database(url)
-        try:
-            done = record_pid(db, proc, FAKE_PID)
-        finally:
-            db.close()
-        docs.append(shown(url, done.snapshot_id))
-        monkeypatch.setenv("MEMSNAP_PIPELINE", "0")
-    assert docs[0] == docs[1]
-    assert len(docs[0]["regions"]) == FAR_APART.count("\n")
-
-
 # An object whose executable mapping lies far above its first one: while the text is
 # still being read, the first is taken for a plain file; the whole text says it is the
 # library's read-only data, and every row is written again with the right kinds.

@@ -15,8 +15,10 @@ raises, the caller's transaction must be rolled back. A piece the fast parser re
 stops the parsing: the caller then parses the whole text (`raw`) as `Proc.capture`'s
 caller does, so that every error is reported as before, naming its line.
 
-The overlap is used only while a core is free for it (`spare_core`); MEMSNAP_PIPELINE=0
-turns it off, MEMSNAP_PIPELINE=1 uses it whatever the machine is doing.
+The overlap is not used unless asked for (MEMSNAP_PIPELINE=1): measured on a quiet
+machine once smaps was parsed in C, it made a first record slower, not faster (README,
+Performance): its threads add work of their own (a piece is classified twice, the
+interpreter lock changes hands at every page the kernel hands out).
 """
 
 from __future__ import annotations
@@ -59,24 +61,9 @@ def switching_often() -> Iterator[None]:
 
 
 def pipeline_enabled() -> bool:
-    """Whether a big first record may overlap its stages: MEMSNAP_PIPELINE=0 turns it
-    off (to compare, or to debug: everything is then read, parsed and written in turn)."""
-    return os.environ.get("MEMSNAP_PIPELINE") != "0"
-
-
-def spare_core(running: Callable[[], int | None]) -> bool:
-    """Whether the overlap can pay: MEMSNAP_PIPELINE=1 says always; else only while a
-    core is free for the second thread, i.e. fewer tasks are runnable right now
-    (`running`, this one included) than this process may use cores. The threads add
-    work of their own (a piece is classified twice, the interpreter lock changes hands
-    often): on a machine with every core busy they only make the record slower."""
-    if os.environ.get("MEMSNAP_PIPELINE") == "1":
-        return True
-    cores = len(os.sched_getaffinity(0))
-    if cores < 2:
-        return False
-    now = running()
-    return now is None or now < cores
+    """Whether a big first record may overlap its stages: only with MEMSNAP_PIPELINE=1
+    (otherwise everything is read, parsed and written in turn, which is faster now)."""
+    return os.environ.get("MEMSNAP_PIPELINE") == "1"
 
 
 def last_block_start(text: bytes) -> int:

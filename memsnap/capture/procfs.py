@@ -449,14 +449,6 @@ class Proc:
             digest.update(part if isinstance(part, bytes) else part.encode())
         return Quick(info, maps, digest.hexdigest())
 
-    def running_tasks(self) -> int | None:
-        """How many tasks the kernel has runnable at this instant, the caller included
-        (`/proc/loadavg`'s fourth field, before its '/'); None when it cannot tell."""
-        try:
-            return int(read_file(f"{self.root}/loadavg").split()[3].split("/")[0])
-        except (OSError, IndexError, ValueError):
-            return None
-
     def pids(self) -> list[int]:
         """Every pid in the proc root, ascending."""
         return sorted(int(name) for name in os.listdir(self.root) if name.isdigit())
@@ -522,15 +514,6 @@ class MapReader:
         self._hash.update(piece)
         self._size += pos
         return piece
-
-    def rest(self) -> bytes:
-        """Everything not read yet, in one go (as `read_bytes` reads a whole file)."""
-        with _translate(self.pid):
-            rest = self._file.readall()
-        self.close()
-        self._hash.update(rest)
-        self._size += len(rest)
-        return rest
 
     def close(self) -> None:
         self._file.close()

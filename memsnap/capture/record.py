@@ -304,8 +304,8 @@ def record_new(
     """Record a process never recorded before. A text longer than one piece
     (`pipeline.PIECE_BYTES`) is read and parsed on two threads while this one classifies
     and writes the pieces parsed so far, all in one transaction that commits only once
-    the whole text was read and checked (`OverlappedRead`), when a core is free for it
-    (`pipeline.spare_core`); else as `record_capture`.
+    the whole text was read and checked (`OverlappedRead`); a shorter one as
+    `record_capture`. Only with MEMSNAP_PIPELINE=1 (`pipeline.pipeline_enabled`).
 
     A piece is classified with its neighbours' nearest mappings, before the whole text
     is known. Once it is, the whole is classified as `classify_capture` does, with the
@@ -320,12 +320,6 @@ def record_new(
         raise
     if len(first) < pipeline.PIECE_BYTES:
         return record_capture(db, proc, reader.capture(first), label, taken_at, recorded)
-    if not pipeline.spare_core(proc.running_tasks):
-        try:
-            raw = first + reader.rest()
-        finally:
-            reader.close()
-        return record_capture(db, proc, reader.capture(raw), label, taken_at, recorded)
     guess_threads = proc.thread_stack_pointers(pid)
     read = pipeline.OverlappedRead(reader, first, lambda parsed: settle_deleted(proc, pid, parsed))
 
