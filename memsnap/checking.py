@@ -11,16 +11,18 @@ recorded with each live snapshot (`encode`, `decode`).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from memsnap import findings as rules_
-from memsnap.findings import Facts, Finding, IgnoreRule, ObjectKey, Reported, Seen
+from memsnap.findings import Facts, Finding, IgnoreRule, Reported, Seen
 from memsnap.match import name_matches
 from memsnap.model import Region, Snapshot
+from memsnap.replacement import ObjectKey
+from memsnap.replacement import decode as decode
+from memsnap.replacement import encode as encode
 
 # A region unchanged but for its smaps sizes (which change while a finding stands).
 _IDENTITY = ("start", "end", "perms", "offset", "dev", "inode", "path", "deleted", "kind")
@@ -75,37 +77,6 @@ class Row:
 
     def covers(self, seq: int) -> bool:
         return self.first <= seq and (self.last is None or self.last >= seq)
-
-
-def encode(found: frozenset[ObjectKey] | set[ObjectKey]) -> str:
-    """Replaced objects as a snapshot row keeps them: a JSON list of [path, device, inode]."""
-    return json.dumps(sorted([list(key) for key in found]))
-
-
-def decode(text: str | None) -> frozenset[ObjectKey] | None:
-    """The stored list back as object keys; None when not known. A database's text is as
-    hostile as a process's: what is not such a list is not known either, and entries of
-    another shape are dropped."""
-    if text is None:
-        return None
-    try:
-        items = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(items, list):
-        return None
-    keys: set[ObjectKey] = set()
-    for item in items:
-        if (
-            isinstance(item, list)
-            and len(item) == 3
-            and isinstance(item[0], str)
-            and isinstance(item[1], str)
-            and isinstance(item[2], int)
-            and not isinstance(item[2], bool)
-        ):
-            keys.add((item[0], item[1], item[2]))
-    return frozenset(keys)
 
 
 def _same(a: Region, b: Region) -> bool:

@@ -24,7 +24,6 @@ its JSON, CSV and OpenMetrics documents are `memsnap.render.findings`'.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -32,6 +31,10 @@ from datetime import datetime
 
 from memsnap.errors import UsageError
 from memsnap.model import Region, Snapshot
+from memsnap.replacement import ObjectKey as ObjectKey
+from memsnap.replacement import executable_objects, is_file
+from memsnap.replacement import is_replaced as is_replaced
+from memsnap.replacement import replaced_objects as replaced_objects
 
 # The catalogue, named here too: what check reports is read as `findings.RULES` etc.
 from memsnap.rules import DEFAULT_FAIL_ON as DEFAULT_FAIL_ON
@@ -49,9 +52,6 @@ from memsnap.rules import severity_rank as severity_rank
 def exit_code(findings: Iterable[Finding], fail_on: str = DEFAULT_FAIL_ON) -> int:
     """3 when any finding is at or above `fail_on`, else 0 (`check`'s exit code)."""
     return FAIL_EXIT if any(at_or_above(f.severity, fail_on) for f in findings) else 0
-
-
-ObjectKey = tuple[str, str, int]  # (path, device, inode): one mapped file
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,24 +107,6 @@ def has_no_file(r: Region) -> bool:
     return r.path is None or (r.path.startswith("[") and r.path not in KERNEL_CODE_PAGES)
 
 
-def _is_file(r: Region) -> bool:
-    return r.path is not None and not r.path.startswith("[") and r.inode != 0
-
-
-def _objects(regions: Sequence[Region]) -> dict[ObjectKey, list[Region]]:
-    """The executable mapped files, each with its mappings in address order."""
-    groups: dict[ObjectKey, list[Region]] = {}
-    for r in regions:
-        if _is_file(r):
-            assert r.path is not None
-            groups.setdefault((r.path, r.dev, r.inode), []).append(r)
-    return {
-        key: sorted(members, key=lambda r: r.start)
-        for key, members in groups.items()
-        if any("x" in r.perms for r in members)
-    }
-
-
 def _first_executable(members: list[Region]) -> Region:
     return next(r for r in members if "x" in r.perms)
 
@@ -144,9 +126,7 @@ def _is_memfd(path: str | None) -> bool:
 def _writable_shared(regions: Sequence[Region]) -> set[tuple[str, int]]:
     """(device, inode) of the files the process maps shared and writable."""
     return {
-        (r.dev, r.inode)
-        for r in regions
-        if "w" in r.perms and r.perms.endswith("s") and _is_file(r)
+        (r.dev, r.inode) for r in regions if "w" in r.perms and r.perms.endswith("s") and is_file(r)
     }
 
 
@@ -155,7 +135,7 @@ def _dual_mapped(r: Region, writable: set[tuple[str, int]]) -> bool:
     code written through one address and run through the other. JIT code heaps are made
     so to keep each page W^X: asmjit (Erlang's BEAM JIT), xbyak and .NET's double mapper
     map one memfd twice. A loaded ELF never is: the loader and execve map it private."""
-    return "x" in r.perms and r.perms.endswith("s") and _is_file(r) and (r.dev, r.inode) in writable
+    return "x" in r.perms and r.perms.endswith("s") and is_file(r) and (r.dev, r.inode) in writable
 
 
 def memfd_exec(regions: Sequence[Region], facts: Facts) -> list[Finding]:
@@ -226,7 +206,7 @@ def dirty_text(regions: Sequence[Region], facts: Facts) -> list[Finding]:
     Debuggers' breakpoints and uprobes write there too. Needs smaps."""
     out = []
     for r in regions:
-        if _is_file(r) and "x" in r.perms and (written := _written(r)):
+        if is_file(r) and "x" in r.perms and (written := _written(r)):
             why = f"{_where(r)} holds {written} bytes of code written in memory"
             out.append(_finding("dirty-text", why, r))
     return out
@@ -384,7 +364,7 @@ def exec_from_tmp(regions: Sequence[Region], facts: Facts) -> list[Finding]:
     """An executable object mapped from /tmp, /var/tmp, /dev/shm or /run (Tracee's
     fileless-execution signature also looks at /dev/shm), but the known helpers."""
     out = []
-    for (path, _, _), members in _objects(regions).items():
+    for (path, _, _), members in executable_objects(regions).items():
         if _in_temp_dir(path) and not _matches_any(path, _TEMP_HELPERS):
             r = _first_executable(members)
             out.append(_finding("exec-from-tmp", f"{path} is mapped executable at {_span(r)}", r))
@@ -398,7 +378,7 @@ def _role(r: Region) -> str:
 def deleted_code(regions: Sequence[Region], facts: Facts) -> list[Finding]:
     """An executable object whose file was deleted (needrestart's "uses deleted")."""
     out = []
-    for (path, _, _), members in _objects(regions).items():
+    for (path, _, _), members in executable_objects(regions).items():
         if any(r.deleted for r in members) and not _matches_any(path, _NOT_STALE):
             r = _first_executable(members)
             why = f"{path}{_role(r)} was deleted after the process mapped it"
@@ -411,7 +391,7 @@ def replaced_code(regions: Sequence[Region], facts: Facts) -> list[Finding]:
     obsolete"), as found at record time (`Facts.replaced`). Replacing a file by rename
     also unlinks the old one, so such an object is usually `deleted-code` as well."""
     out = []
-    for key, members in _objects(regions).items():
+    for key, members in executable_objects(regions).items():
         path, _, inode = key
         if key in facts.replaced and not _matches_any(path, _NOT_STALE):
             r = _first_executable(members)
@@ -421,50 +401,6 @@ def replaced_code(regions: Sequence[Region], facts: Facts) -> list[Finding]:
             )
             out.append(_finding("replaced-code", why, r))
     return out
-
-
-# Device majors with no backing device, whose numbers say nothing across a stat: 0 is the
-# kernel's "unnamed" major (btrfs subvolumes, overlayfs, tmpfs, NFS); needrestart also
-# treats 144-146 (the extended unnamed majors, e.g. OpenVZ's simfs) so.
-_UNNAMED_MAJORS = frozenset({0, 144, 145, 146})
-
-
-def is_replaced(dev: str, inode: int, stat_dev: int, stat_ino: int) -> bool:
-    """Whether the file now at a mapping's path is another file than the one mapped.
-
-    `dev` and `inode` are the mapping's (the maps text's "fe:00" and inode); `stat_dev`
-    and `stat_ino` what stat says of the path now. On an unnamed device (major 0: btrfs
-    reports another device number through stat than through maps) only the inodes are
-    compared, as needrestart does.
-    """
-    if inode != stat_ino:
-        return True
-    try:
-        major_text, minor_text = dev.split(":")
-        major, minor = int(major_text, 16), int(minor_text, 16)
-    except ValueError:
-        return False  # a device we cannot read: the inodes agree, that is all we know
-    if major in _UNNAMED_MAJORS or os.major(stat_dev) in _UNNAMED_MAJORS:
-        return False
-    return (major, minor) != (os.major(stat_dev), os.minor(stat_dev))
-
-
-def replaced_objects(
-    regions: Sequence[Region], stat: Callable[[str], os.stat_result | None]
-) -> frozenset[ObjectKey]:
-    """The executable objects whose path names another file now, for `Facts.replaced`.
-
-    `stat(path)` stats a path as the process sees it (the capture layer passes one that
-    goes through `/proc/PID/root`) and returns None when there is nothing there: a path
-    that is gone is deleted, not replaced.
-    """
-    found = set()
-    for key, _ in _objects(regions).items():
-        path, dev, inode = key
-        st = stat(path)
-        if st is not None and is_replaced(dev, inode, st.st_dev, st.st_ino):
-            found.add(key)
-    return frozenset(found)
 
 
 # -- every per-snapshot rule ------------------------------------------------------------------

@@ -24,7 +24,6 @@ interpreter lock changes hands at every page the kernel hands out).
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import sys
 import threading
@@ -58,12 +57,6 @@ def switching_often() -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(before)
-
-
-def pipeline_enabled() -> bool:
-    """Whether a big first record may overlap its stages: only with MEMSNAP_PIPELINE=1
-    (otherwise everything is read, parsed and written in turn, which is faster now)."""
-    return os.environ.get("MEMSNAP_PIPELINE") == "1"
 
 
 def last_block_start(text: bytes) -> int:

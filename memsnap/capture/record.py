@@ -15,9 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from itertools import chain
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from memsnap.capture import pipeline
 from memsnap.capture.procfs import Capture, Proc, ProcessInfo, ThreadPointers
 from memsnap.capture.replaced import executable_files, replaced_among, replaced_in
 from memsnap.classify import MAX_STREAMED_OBJECTS, StreamClassifier, Threads, classify
@@ -41,6 +40,9 @@ from memsnap.store.writer import (
     latest_digest,
     stored_digest,
 )
+
+if TYPE_CHECKING:
+    from memsnap.capture import pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,13 @@ def record_capture(
     return Recorded(snapshot_id, info.identity.pid, info.command, totals)
 
 
+def pipeline_asked() -> bool:
+    """Whether a big first record overlaps its stages (`memsnap.capture.pipeline`): only
+    with MEMSNAP_PIPELINE=1. Measured, it does not pay once smaps is parsed in C (README,
+    Performance); it is imported only then."""
+    return os.environ.get("MEMSNAP_PIPELINE") == "1"
+
+
 def quick_enabled() -> bool:
     """Whether an unchanged process may be told from its quick signal (`Proc.quick`)
     before its smaps is read: MEMSNAP_QUICK=0 turns it off (every record reads smaps)."""
@@ -263,7 +272,7 @@ def record_pid(
                 same = Writer(db).save_unchanged(snapshot, None, quick)
                 if same is not None:
                     return Recorded(same[0], identity.pid, info.command, same[1])
-    if isinstance(recorded, Mapping_) and pipeline.pipeline_enabled():
+    if isinstance(recorded, Mapping_) and pipeline_asked():
         if info is None or info.stat is None:
             info = proc.info(pid)
         if (info.identity.pid, info.identity.start_ticks) not in recorded:
@@ -305,13 +314,15 @@ def record_new(
     (`pipeline.PIECE_BYTES`) is read and parsed on two threads while this one classifies
     and writes the pieces parsed so far, all in one transaction that commits only once
     the whole text was read and checked (`OverlappedRead`); a shorter one as
-    `record_capture`. Only with MEMSNAP_PIPELINE=1 (`pipeline.pipeline_enabled`).
+    `record_capture`. Only with MEMSNAP_PIPELINE=1 (`pipeline_asked`).
 
     A piece is classified with its neighbours' nearest mappings, before the whole text
     is known. Once it is, the whole is classified as `classify_capture` does, with the
     threads' stack pointers read after the text: should any kind differ from the one a
     row was written with, every row is written again, so the snapshot is always the one
     `record_capture` would store."""
+    from memsnap.capture import pipeline
+
     reader = proc.map_reader(pid, smaps, info)
     try:
         first = reader.read(pipeline.PIECE_BYTES)

@@ -16,11 +16,10 @@ import os
 import re
 from collections.abc import Callable
 
-from memsnap.checking import encode
 from memsnap.errors import ParseError
-from memsnap.findings import replaced_objects
 from memsnap.model import Region
 from memsnap.parse import parse_text
+from memsnap.replacement import encode, replaced_objects
 
 # A maps (or smaps) header line whose permissions have `x`.
 _EXEC_HEADER = re.compile(rb"[0-9a-fA-F]+-[0-9a-fA-F]+ [r-][w-]x[ps-] [^\n]*")
