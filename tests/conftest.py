@@ -7,10 +7,12 @@ test gets a schema of its own, dropped afterwards, so tests never see each other
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -205,3 +207,45 @@ def plain_target() -> Iterator[Target]:
     t = Target(Path(sys.executable), (str(HELPERS / "plain_target.py"),))
     yield t
     t.stop()
+
+
+# --- the findings helper (tests/helpers/findings.c): one process per trigger of a rule ---
+
+
+@pytest.fixture(scope="session")
+def findings_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("the live findings and check tests build tests/helpers/findings.c and need cc")
+    out = tmp_path_factory.mktemp("findings-helper") / "findings"
+    subprocess.run(
+        [cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "findings.c"), "-ldl"], check=True
+    )
+    return out
+
+
+@pytest.fixture
+def helper(findings_binary: Path) -> Iterator[Target]:
+    t = Target(findings_binary)
+    yield t
+    t.stop()
+
+
+@pytest.fixture(scope="session")
+def libz() -> Path:
+    """The system's libz, wherever this distribution keeps it."""
+    from memsnap.parse import parse_text
+
+    ctypes.CDLL("libz.so.1")
+    for m in parse_text(Path("/proc/self/maps").read_bytes()).mappings:
+        if m.path is not None and Path(m.path).name.startswith("libz.so"):
+            return Path(m.path)
+    raise AssertionError("libz.so.1 loaded but not in /proc/self/maps")
+
+
+@pytest.fixture
+def tmp_dir() -> Iterator[Path]:
+    """A directory under /tmp itself (for exec-from-tmp, whatever --basetemp says)."""
+    path = Path(tempfile.mkdtemp(prefix="memsnap-findings-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

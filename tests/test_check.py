@@ -7,60 +7,20 @@ the exit codes, the documents, the restart view, `--history` on a recorded histo
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import HELPERS, Cli, Target
-from memsnap.parse import parse_text
+from conftest import Cli, Target
 
 pytestmark = pytest.mark.live
-
-
-@pytest.fixture(scope="session")
-def check_helper_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("the live check tests build tests/helpers/findings.c and need cc")
-    out = tmp_path_factory.mktemp("check-helper") / "findings"
-    subprocess.run(
-        [cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "findings.c"), "-ldl"], check=True
-    )
-    return out
-
-
-@pytest.fixture
-def helper(check_helper_binary: Path) -> Iterator[Target]:
-    t = Target(check_helper_binary)
-    yield t
-    t.stop()
-
-
-@pytest.fixture(scope="session")
-def libz() -> Path:
-    ctypes.CDLL("libz.so.1")
-    for m in parse_text(Path("/proc/self/maps").read_bytes()).mappings:
-        if m.path is not None and Path(m.path).name.startswith("libz.so"):
-            return Path(m.path)
-    raise AssertionError("libz.so.1 loaded but not in /proc/self/maps")
-
-
-@pytest.fixture
-def tmp_dir() -> Iterator[Path]:
-    """A directory under /tmp itself (for exec-from-tmp, whatever --basetemp says)."""
-    path = Path(tempfile.mkdtemp(prefix="memsnap-check-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def record(cli: Cli, pid: int, *extra: str) -> int:
@@ -326,11 +286,11 @@ def test_json_csv_and_openmetrics_documents(sqlite_cli: Cli, helper: Target) -> 
 
 
 def test_restart_view_lists_each_library_with_its_processes(
-    sqlite_cli: Cli, check_helper_binary: Path, libz: Path, tmp_dir: Path
+    sqlite_cli: Cli, findings_binary: Path, libz: Path, tmp_dir: Path
 ) -> None:
     lib = tmp_dir / "libz-old.so"
     shutil.copyfile(libz, lib)
-    first, second, third = (Target(check_helper_binary) for _ in range(3))
+    first, second, third = (Target(findings_binary) for _ in range(3))
     try:
         first.send(f"dlopen {lib}")
         second.send(f"dlopen {lib}")

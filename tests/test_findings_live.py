@@ -7,17 +7,14 @@ does not blur the picture.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import HELPERS, Target
+from conftest import Target
 from memsnap.capture.procfs import Proc
 from memsnap.capture.record import layouts_from_files
 from memsnap.classify import Threads, classify
@@ -36,43 +33,6 @@ from memsnap.parse import parse_text
 pytestmark = pytest.mark.live
 
 Seen = set[tuple[str, int]]  # (rule, region start)
-
-
-@pytest.fixture(scope="session")
-def findings_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("the live findings tests build tests/helpers/findings.c and need cc")
-    out = tmp_path_factory.mktemp("findings-helper") / "findings"
-    subprocess.run(
-        [cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "findings.c"), "-ldl"], check=True
-    )
-    return out
-
-
-@pytest.fixture
-def helper(findings_binary: Path) -> Iterator[Target]:
-    t = Target(findings_binary)
-    yield t
-    t.stop()
-
-
-@pytest.fixture(scope="session")
-def libz() -> Path:
-    """The system's libz, wherever this distribution keeps it."""
-    ctypes.CDLL("libz.so.1")
-    for m in parse_text(Path("/proc/self/maps").read_bytes()).mappings:
-        if m.path is not None and Path(m.path).name.startswith("libz.so"):
-            return Path(m.path)
-    raise AssertionError("libz.so.1 loaded but not in /proc/self/maps")
-
-
-@pytest.fixture
-def tmp_dir() -> Iterator[Path]:
-    """A directory under /tmp itself (pytest's may live elsewhere with --basetemp)."""
-    path = Path(tempfile.mkdtemp(prefix="memsnap-findings-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def through_root(pid: int) -> Callable[[str], os.stat_result | None]:
