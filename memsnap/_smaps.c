@@ -24,12 +24,16 @@
  *
  * The running totals (Sums) and the paths' decoding stay in Python: they are a handful
  * of C-level calls over whole columns there.
+ *
+ * read_all(fd) reads an open file to its end (owned by memsnap.capture.procfs).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_KEYS 64
 
@@ -448,15 +452,71 @@ done:
     return result;
 }
 
+/* read_all(fd) -> bytes: the rest of an open file, read to its end.
+ *
+ * The kernel writes a /proc maps or smaps text a page or so per read(), however much is
+ * asked for, so a big smaps takes thousands of calls. A Python loop takes the
+ * interpreter lock back after each one, and while another thread runs Python that means
+ * waiting for it every time; here the lock is let go once per buffer, so a thread
+ * reading a smaps runs beside the one importing or parsing. Errors are raised as
+ * OSError with the call's errno (ENOENT, EACCES, ESRCH ... as FileIO.readall would). An
+ * interrupted call checks for signals (Ctrl-C) and goes on, as Python's own I/O does. */
+static PyObject *read_all(PyObject *self, PyObject *args) {
+    (void)self;
+    int fd;
+    if (!PyArg_ParseTuple(args, "i:read_all", &fd)) return NULL;
+    Py_ssize_t size = 1 << 16, used = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) return NULL;
+    for (;;) {
+        ssize_t n = 0;
+        int failed = 0;
+        char *buf = PyBytes_AS_STRING(out);
+        Py_BEGIN_ALLOW_THREADS
+        while (used < size) {
+            n = read(fd, buf + used, (size_t)(size - used));
+            if (n <= 0) {
+                failed = n < 0 ? errno : 0;
+                break;
+            }
+            used += n;
+        }
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            if (failed == EINTR) {
+                if (PyErr_CheckSignals() < 0) goto fail;
+                continue;
+            }
+            errno = failed;
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+        if (n == 0) break; /* the end of the file */
+        if (size > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        size *= 2;
+        if (_PyBytes_Resize(&out, size) < 0) return NULL;
+    }
+    if (_PyBytes_Resize(&out, used) < 0) return NULL;
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(text, keys, max_path, max_kib) -> columns, or None when the text is irregular"},
+    {"read_all", read_all, METH_VARARGS,
+     "read_all(fd) -> bytes: the rest of an open file, read without the interpreter lock"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "memsnap._smaps",
-    "The native scan of a maps or smaps text (see memsnap.parse).", -1, methods,
+    "The native scan of a maps or smaps text (see memsnap.parse), and a whole-file read.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

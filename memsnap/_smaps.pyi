@@ -1,4 +1,5 @@
-"""The optional C scanner of a maps or smaps text (memsnap/_smaps.c); see memsnap.parse."""
+"""The optional C extension (memsnap/_smaps.c): the scanner of a maps or smaps text (see
+memsnap.parse) and the whole-file read (see memsnap.capture.procfs)."""
 
 def scan(
     text: bytes, keys: tuple[bytes, ...], max_path: int, max_kib: int, /
@@ -17,3 +18,4 @@ def scan(
     ]
     | None
 ): ...
+def read_all(fd: int, /) -> bytes: ...

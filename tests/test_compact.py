@@ -155,7 +155,10 @@ def test_migration_to_compact_reads_back_the_same(
             ).all()
     finally:
         db.close()
-    assert shared >= 4  # the unchanged copies, at least
+    # The unchanged --no-smaps copies, at least. (Two smaps records in a row share too when
+    # no Pss moved between them, which depends on what else maps the same libraries at
+    # that instant: the database server's own processes, with PostgreSQL.)
+    assert shared >= 3
     assert kind_rows is not None and kind_rows_at_0005 is not None
     assert kind_rows < kind_rows_at_0005
     # Only each process's latest snapshot keeps its digest.

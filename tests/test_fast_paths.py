@@ -2,9 +2,10 @@
 the same (JSON, ids and times aside) whether `record` took its fast paths or not.
 
 The fast paths, each turned off by its variable set to 0: the quick "unchanged" signal
-(MEMSNAP_QUICK), the native smaps parser (MEMSNAP_NATIVE) and the overlapped read, parse
-and insert (MEMSNAP_PIPELINE). The same real processes are recorded step by step into
-two databases, each record made once with every fast path forced on (each variable 1)
+(MEMSNAP_QUICK), the native smaps parser (MEMSNAP_NATIVE), the overlapped read, parse
+and insert (MEMSNAP_PIPELINE) and the read ahead of a one-process record
+(MEMSNAP_AHEAD). The same real processes are recorded step by step into two databases,
+each record made once with every fast path forced on (each variable 1)
 and once with every one off, back to back, by `memsnap record` run as a command (a
 variable read when a module is imported counts too); then everything shown of the two
 databases is compared.
@@ -31,7 +32,7 @@ import pytest
 
 from conftest import HELPERS, Cli, Target
 
-FAST_PATHS = ("MEMSNAP_QUICK", "MEMSNAP_NATIVE", "MEMSNAP_PIPELINE")
+FAST_PATHS = ("MEMSNAP_QUICK", "MEMSNAP_NATIVE", "MEMSNAP_PIPELINE", "MEMSNAP_AHEAD")
 # What differs between two databases that hold the same snapshots: their row ids and the
 # times the records were made.
 UNSHOWN = frozenset({"id", "taken_at"})
@@ -166,6 +167,25 @@ def test_records_are_the_same_with_and_without_fast_paths(
 
 
 @pytest.mark.live
+def test_one_process_records_are_the_same_with_and_without_fast_paths(
+    tmp_path: Path, helpers: Callable[[], Target]
+) -> None:
+    """One process a command: the read ahead's case (tests/test_ahead.py)."""
+    small, big = helpers(), helpers()
+    big.send("pages 10000")
+    twin = Twin(tmp_path)
+    steps = []
+    for step in changes(small, big, tmp_path):
+        twin.record(str(small.pid))
+        twin.record(str(big.pid))
+        steps.append(step)
+    fast, slow = twin.shown([small.pid, big.pid])
+    assert len(fast) == 2 * 2 * len(steps)
+    for key in fast:
+        assert fast[key] == slow[key], key
+
+
+@pytest.mark.live
 def test_record_all_rounds_are_the_same_with_and_without_fast_paths(
     tmp_path: Path, helpers: Callable[[], Target]
 ) -> None:
@@ -192,6 +212,9 @@ def test_the_quick_signal_both_ways_on_a_live_process(
     from memsnap.capture.procfs import Proc
 
     monkeypatch.delenv("MEMSNAP_QUICK", raising=False)
+    # A one-process record reads smaps ahead on a second thread whatever the signal will
+    # say (tests/test_ahead.py): this counts the reads the signal saves without it.
+    monkeypatch.setenv("MEMSNAP_AHEAD", "0")
     t = helpers()
     second = t.address("pair") + 2 * 4096
     smaps_reads: list[int] = []

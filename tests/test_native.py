@@ -11,6 +11,7 @@ not pass. Pure, but for the install without a compiler (slow, live).
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -363,6 +364,70 @@ def test_a_60k_mapping_text_is_taken_and_parses_the_same() -> None:
     text = b"".join(moved(i) for i in range(60_000 // block.count(b"VmFlags") + 1))
     (result, spy) = both_ways(lambda: outcome(lambda: parse_text(text)))
     assert spy.taken == 1 and result[0] == "parsed" and len(result[1][0]) >= 60_000
+
+
+# --- the whole-file read -------------------------------------------------------------------
+
+
+def _read_all() -> Callable[[int], bytes]:
+    from memsnap.capture import procfs
+
+    if procfs.READ_ALL is None:
+        pytest.skip("memsnap._smaps was not built (or MEMSNAP_NATIVE=0)")
+    return procfs.READ_ALL
+
+
+def _python_read(path: str | Path) -> bytes:
+    with open(path, "rb", buffering=0) as f:
+        return f.readall()
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 17, 5_000_000])
+def test_read_all_reads_a_file_to_its_end(tmp_path: Path, size: int) -> None:
+    """Sizes around the first buffer's (64 KiB) and several doublings past it."""
+    read_all = _read_all()
+    path = tmp_path / "data"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    with open(path, "rb", buffering=0) as f:
+        f.read(3)  # from where the file stands, as FileIO.readall
+        assert read_all(f.fileno()) == data[3:]
+    with open(path, "rb", buffering=0) as f:
+        assert read_all(f.fileno()) == data
+
+
+@pytest.mark.live
+def test_read_all_reads_a_big_smaps_as_python_does(target: Target) -> None:
+    """A /proc text is written a page or so per read() call: thousands of them here."""
+    read_all = _read_all()
+    target.send("pages 5000")
+    for name in ("maps", "smaps"):
+        path = f"/proc/{target.pid}/{name}"
+        with open(path, "rb", buffering=0) as f:
+            native = read_all(f.fileno())
+        python = _python_read(path)
+        assert len(native) > 1 << 17 and native.count(b"\n") > 5000  # past 2 doublings
+        # smaps' Pss of the shared libraries moves as other processes start and stop:
+        # the maps text is compared whole, smaps' lines but for their values.
+        assert _shape(native, name) == _shape(python, name)
+
+
+def _shape(text: bytes, name: str) -> list[bytes]:
+    lines = text.split(b"\n")
+    return lines if name == "maps" else [line.split(b":")[0] for line in lines]
+
+
+def test_read_all_raises_the_errno_of_a_failed_read(tmp_path: Path) -> None:
+    read_all = _read_all()
+    fd = os.open(tmp_path, os.O_RDONLY)  # a directory: read() fails with EISDIR
+    try:
+        with pytest.raises(IsADirectoryError):
+            read_all(fd)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as bad:
+        read_all(fd)  # closed
+    assert bad.value.errno == errno.EBADF
 
 
 # --- building it, or not ----------------------------------------------------------------

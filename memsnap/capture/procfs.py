@@ -15,7 +15,7 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from io import FileIO
@@ -204,9 +204,27 @@ def read_bytes(path: str | Path) -> bytes:
     The kernel writes a maps or smaps text as it is read, a page or so per `read()`
     whatever the size asked for (60,000 mappings of smaps take 12,000 calls); asking for
     a large buffer each time only costs an allocation per call (README, Performance).
+    With the C extension the calls are made without the interpreter lock (`READ_ALL`):
+    a Python loop takes the lock back after every call, and while another thread runs
+    Python each of those waits for it (`memsnap.capture.ahead` reads on a second thread).
     """
     with open(path, "rb", buffering=0) as f:
-        return f.readall()
+        return f.readall() if READ_ALL is None else READ_ALL(f.fileno())
+
+
+def _load_read_all() -> Callable[[int], bytes] | None:
+    """The C extension's whole-file read, when it was built at install and
+    MEMSNAP_NATIVE is not 0 (as `memsnap.parse` decides for its scanner)."""
+    if os.environ.get("MEMSNAP_NATIVE", "1") == "0":
+        return None
+    try:
+        from memsnap import _smaps
+    except ImportError:
+        return None
+    return _smaps.read_all
+
+
+READ_ALL = _load_read_all()
 
 
 CAP_SYS_PTRACE = 19

@@ -43,6 +43,7 @@ from memsnap.store.writer import (
 
 if TYPE_CHECKING:
     from memsnap.capture import pipeline
+    from memsnap.capture.ahead import ReadAhead
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,13 +242,19 @@ def record_pid(
     recorded: Recorded_ | None = None,
     info: ProcessInfo | None = None,
     taken_at: datetime | None = None,
+    ahead: ReadAhead | None = None,
 ) -> Recorded:
     """Read and store one snapshot of a live process (`recorded`: see `record_capture`;
     `info`: see `Proc.capture`; `taken_at`: the time to store, default now).
 
     A process recorded before is first read cheaply (`Proc.quick`): when that signal is
     the one stored with its latest snapshot, the snapshot is a copy of the latest and
-    smaps is never read."""
+    smaps is never read. `ahead`: the process already read on a second thread, used
+    when `info` is the one it read (`memsnap.capture.ahead`)."""
+    if ahead is not None and (info is None or ahead.info is not info or ahead.smaps != smaps):
+        ahead = None
+    if taken_at is None:
+        taken_at = ahead.taken_at if ahead is not None else None
     if taken_at is None:
         taken_at = datetime.now(timezone.utc)
     quick: str | None = None
@@ -261,7 +268,9 @@ def record_pid(
             with db.reading() as conn:
                 recorded = latest_digest(conn, identity)
         if recorded is None or key in recorded:
-            signal = proc.quick(pid, smaps=smaps, info=info)
+            signal = ahead.quick if ahead is not None else None
+            if signal is None:
+                signal = proc.quick(pid, smaps=smaps, info=info)
             quick = signal.value
             known = recorded.get(key) if isinstance(recorded, Mapping_) else None
             if known is None or digest_parts(known)[1] == quick:
@@ -272,14 +281,16 @@ def record_pid(
                 same = Writer(db).save_unchanged(snapshot, None, quick)
                 if same is not None:
                     return Recorded(same[0], identity.pid, info.command, same[1])
-    if isinstance(recorded, Mapping_) and pipeline_asked():
+    capture = ahead.capture if ahead is not None else None
+    if capture is None and isinstance(recorded, Mapping_) and pipeline_asked():
         if info is None or info.stat is None:
             info = proc.info(pid)
         if (info.identity.pid, info.identity.start_ticks) not in recorded:
             # Never recorded: nothing to compare with, so the text can be written as it
             # is read and parsed.
             return record_new(db, proc, pid, info, smaps, label, taken_at, recorded)
-    capture = proc.capture(pid, smaps=smaps, info=info)
+    if capture is None:
+        capture = proc.capture(pid, smaps=smaps, info=info)
     if quick is not None and proc.quick(pid, smaps=smaps, info=info).value != quick:
         # The process moved between the two reads: the signal read before smaps may not
         # describe what smaps showed, so none is stored (the next record reads smaps).

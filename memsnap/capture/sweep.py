@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from memsnap.capture.ahead import ReadAhead
 from memsnap.capture.procfs import Proc, ProcessInfo, kernel_thread
 from memsnap.capture.record import Recorded, record_pid
 from memsnap.errors import (
@@ -59,6 +60,9 @@ class Sweep:
     name: re.Pattern[str] | None = None
     # The time stored with each snapshot (None: now); a test drives it to simulate weeks.
     clock: Callable[[], datetime] | None = None
+    # A process already being read on a second thread (`record PID`): taken by the run
+    # that records it.
+    ahead: ReadAhead | None = None
 
     def all_pids(self) -> list[int]:
         """Every process but memsnap itself (its own layout moves while it reads it)."""
@@ -99,8 +103,14 @@ class Sweep:
         seen = Writer(self.db).recorded_processes(self.proc.host, self.proc.boot_id)
         for done, pid in enumerate(todo, start=1):
             on_progress(done, len(todo))
+            ahead = self.ahead if self.ahead is not None and self.ahead.pid == pid else None
+            if ahead is not None:
+                self.ahead = None  # read once, for this one record
             try:
-                info = self.matches(pid)
+                info = ahead.info if ahead is not None and self.name is None else None
+                if info is None:
+                    ahead = None
+                    info = self.matches(pid)
                 if info is None:
                     continue
                 recorded = record_pid(
@@ -112,6 +122,7 @@ class Sweep:
                     recorded=seen,
                     info=info,
                     taken_at=None if self.clock is None else self.clock(),
+                    ahead=ahead,
                 )
             except ProcessError as exc:
                 reason = next(

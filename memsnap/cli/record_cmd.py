@@ -255,16 +255,25 @@ def record(
             "give at least one PID, --all, --name REGEX, or --from-file FILE --pid PID"
         )
 
+    from memsnap.capture import ahead
     from memsnap.capture.procfs import Proc
+
+    proc = Proc(host=host_id)
+    # One process, once: read it on a second thread while the database layer loads.
+    early = None
+    if pids and len(set(pids)) == 1 and every is None and name is None and not no_smaps:
+        early = ahead.ReadAhead(proc, pids[0]) if ahead.worth_it() else None
+
     from memsnap.capture.sweep import Sweep
 
     with database(ctx, create=True) as db:
         sweep = Sweep(
             db,
-            Proc(host=host_id),
+            proc,
             smaps=not no_smaps,
             label=label,
             name=pattern,
+            ahead=early,
         )
         # --name alone looks through every process, as --all --name does.
         code = record_live(sweep, list(pids) if pids else None, every, count, policy)
