@@ -241,9 +241,9 @@ def test_jinja2_is_imported_only_when_a_page_is_asked_for(sqlite_cli: Cli, tmp_p
     assert imported.exit_code == 0, imported.stderr
     probe = (
         "import sys\n"
-        "from memsnap.cli import main\n"
+        "from memsnap.cli import app\n"
         "sys.argv = ['memsnap', '--db', sys.argv[1], *sys.argv[2:]]\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
         "print('jinja2' in sys.modules, file=sys.stderr)\n"
     )
 
