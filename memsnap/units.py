@@ -7,9 +7,12 @@ from functools import lru_cache
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
-@lru_cache(maxsize=65536)
-def human(n: int | None) -> str:
-    """A size in 1024-based units: `512 B`, `4.0 KiB`, `30.0 MiB`; `-` when unknown."""
+def human_once(n: int | None) -> str:
+    """A size in 1024-based units: `512 B`, `4.0 KiB`, `30.0 MiB`; `-` when unknown.
+
+    `human` is the same, remembered: a table of 60,000 regions shows the same few sizes
+    over and over. A watch's lines show each round's new sizes once and would only fill
+    what `human` remembers (a watch runs for weeks): they take this one."""
     if n is None:
         return "-"
     value = float(abs(n))
@@ -21,6 +24,9 @@ def human(n: int | None) -> str:
     if unit == 0:
         return f"{sign}{int(value)} B"
     return f"{sign}{value:.1f} {_UNITS[unit]}"
+
+
+human = lru_cache(maxsize=65536)(human_once)
 
 
 def signed_human(n: int | None) -> str:

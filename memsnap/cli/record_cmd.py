@@ -17,7 +17,7 @@ from memsnap.cli.interrupts import Terminated, raise_pending, watch_signals
 from memsnap.cli.picking import KEEP, PID_MAX
 from memsnap.errors import MemsnapInterrupted, UsageError
 from memsnap.names import visible
-from memsnap.units import human, plural
+from memsnap.units import human_once, plural
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -33,7 +33,7 @@ def summary_line(done: Recorded) -> str:
     return (
         f"snapshot {done.snapshot_id}: pid {done.pid} ({visible(done.command)}), "
         f"{t.regions} regions, "
-        f"{human(t.size)} virtual, {human(t.rss)} rss"
+        f"{human_once(t.size)} virtual, {human_once(t.rss)} rss"
     )
 
 

@@ -55,7 +55,8 @@ from memsnap.store.schema import (
 
 _CHUNK = 500
 T = TypeVar("T")
-_PATHS_REMEMBERED = 100_000  # path ids a connection remembers at most
+# Path ids a connection remembers at most: a busy host maps a few thousand files at once.
+_PATHS_REMEMBERED = 16_384
 _OPEN_ROWS_BATCH = 2000
 # The region columns in the order of `Region`'s fields (path as its id), kind last.
 _KEY_COLUMNS = tuple(f.column for f in REGION_FIELDS)
