@@ -263,8 +263,11 @@ def test_who_was_recorded_before_is_read_through_each_process_latest_snapshot(
 
         with db.reading() as conn:
             event.listen(conn, "before_cursor_execute", spy)
-            found = recorded_processes(conn, proc.host, proc.boot_id)
+            found = recorded_processes(conn, proc.host, proc.boot_id, [USER_PID, USER_PID + 1])
             event.remove(conn, "before_cursor_execute", spy)
+            # Asked about one pid, only its processes: a round asks about the pids alive
+            # then, not about every process recorded since boot.
+            one = recorded_processes(conn, proc.host, proc.boot_id, [USER_PID + 1, 4_000_000])
             rows = conn.exec_driver_sql(
                 "SELECT p.pid, p.start_ticks, s.seq, s.digest FROM processes p "
                 "JOIN snapshots s ON s.process_id = p.id"
@@ -278,6 +281,8 @@ def test_who_was_recorded_before_is_read_through_each_process_latest_snapshot(
         if (pid, ticks) not in latest or seq > latest[pid, ticks][0]:
             latest[pid, ticks] = (seq, digest)
     assert found == {key: digest for key, (_, digest) in latest.items()}
+    assert one == {key: digest for key, digest in found.items() if key[0] == USER_PID + 1}
+    assert len(one) == 1
     assert len(set(found.values())) == 2 and None not in found.values()
     scans = [row[-1] for row in plan if str(row[-1]).startswith("SCAN")]
     assert not any("snapshots" in scan for scan in scans), plan

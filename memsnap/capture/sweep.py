@@ -100,7 +100,7 @@ class Sweep:
         todo = list(pids)
         # Who was recorded before, asked once per round: a process never seen needs no
         # look for an unchanged copy (a transaction each, most of the cost of a small one).
-        seen = Writer(self.db).recorded_processes(self.proc.host, self.proc.boot_id)
+        seen = Writer(self.db).recorded_processes(self.proc.host, self.proc.boot_id, todo)
         for done, pid in enumerate(todo, start=1):
             on_progress(done, len(todo))
             ahead = self.ahead if self.ahead is not None and self.ahead.pid == pid else None

@@ -208,18 +208,22 @@ def find_process(conn: Connection, identity: ProcessIdentity) -> int | None:
 
 
 def recorded_processes(
-    conn: Connection, host: str, boot_id: str | None
+    conn: Connection, host: str, boot_id: str | None, pids: Iterable[int]
 ) -> dict[tuple[int, int | None], str | None]:
-    """(pid, start time) of every process of this host and boot recorded so far, with
-    its latest snapshot's digest: one query up front saves `record --all` a transaction
-    per process it has never seen, and one per process whose signals changed."""
-    # Each process's latest snapshot is found through the (process, seq) index: a watch
-    # asks this every round, and grouping every snapshot stored would cost more each round.
+    """(pid, start time) of every process of this host and boot recorded so far under
+    one of `pids`, with its latest snapshot's digest: one query up front saves `record
+    --all` a transaction per process it has never seen, and one per process whose
+    signals changed."""
+    # Only the pids alive now are asked about: a watch asks this every round, and on a
+    # host where programs come and go the processes recorded in a boot grow without end
+    # (asked about all of them, a round's time and memory grew with them). Each
+    # process's latest snapshot is found through the (process, seq) index, not by
+    # grouping every snapshot stored.
     newer = snapshots.alias("newer")
     latest_seq = (
         select(func.max(newer.c.seq)).where(newer.c.process_id == processes.c.id).scalar_subquery()
     )
-    rows = conn.execute(
+    query = (
         select(processes.c.pid, processes.c.start_ticks, snapshots.c.digest)
         .select_from(processes)
         .join(
@@ -228,7 +232,14 @@ def recorded_processes(
         )
         .where(processes.c.host == escape_undecodable(host), processes.c.boot_id == boot_id)
     )
-    return {(pid, ticks): digest for pid, ticks, digest in rows if ticks is not None}
+    wanted = sorted(set(pids))
+    found: dict[tuple[int, int | None], str | None] = {}
+    for i in range(0, len(wanted), _CHUNK):
+        chunk = query.where(processes.c.pid.in_(wanted[i : i + _CHUNK]))
+        for pid, ticks, digest in conn.execute(chunk):
+            if ticks is not None:
+                found[(pid, ticks)] = digest
+    return found
 
 
 def latest_digest(
@@ -696,9 +707,10 @@ class Writer:
             )
 
     def recorded_processes(
-        self, host: str, boot_id: str | None
+        self, host: str, boot_id: str | None, pids: Iterable[int]
     ) -> dict[tuple[int, int | None], str | None]:
-        """(pid, start time) of every process of this host and boot recorded so far,
-        with its latest snapshot's digest (see `recorded_processes`)."""
+        """(pid, start time) of every process of this host and boot recorded so far
+        under one of `pids`, with its latest snapshot's digest (see
+        `recorded_processes`)."""
         with database_errors(), self.db.reading() as conn:
-            return recorded_processes(conn, host, boot_id)
+            return recorded_processes(conn, host, boot_id, pids)
