@@ -82,12 +82,11 @@ def test_one_process_is_read_ahead_and_what_it_needs_is_taken(
     for _ in range(6):
         reads.clear()
         assert sqlite_cli("record", str(target.pid)).exit_code == 0
-        assert reads[:2] == [
-            ("quick", AHEAD_THREAD, target.pid),
-            ("capture", AHEAD_THREAD, target.pid),
-        ]
-        main_reads.append(reads[2:])
-        assert all(r == ("quick", "MainThread", target.pid) for r in reads[2:])
+        # (The read ahead may still be reading the smaps nobody needs when a copy is
+        # stored: only what came first, and what the main thread read, is certain.)
+        assert reads[0] == ("quick", AHEAD_THREAD, target.pid)
+        main_reads.append([r for r in reads if r[1] == "MainThread"])
+        assert all(r == ("quick", "MainThread", target.pid) for r in main_reads[-1])
         if len(main_reads) > 1 and not main_reads[-1]:
             break
     assert not main_reads[-1], "no record of an untouched process was a copy"

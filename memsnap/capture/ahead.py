@@ -48,6 +48,9 @@ class ReadAhead:
         self._quick: Quick | None = None
         self._capture: Capture | None = None
         self._taken_at: datetime | None = None
+        # The signal is known before the whole map is read: a process recorded before
+        # need not wait for its smaps.
+        self._quick_read = threading.Event()
         # A daemon: a command that fails before it needs the read does not wait for it.
         self._thread = threading.Thread(target=self._read, name="memsnap-ahead", daemon=True)
         self._thread.start()
@@ -55,14 +58,14 @@ class ReadAhead:
     def _read(self) -> None:
         taken_at = datetime.now(timezone.utc)
         try:
-            quick = self.proc.quick(self.pid, smaps=self.smaps)
-            self._taken_at, self._quick = taken_at, quick
+            try:
+                quick = self.proc.quick(self.pid, smaps=self.smaps)
+                self._taken_at, self._quick = taken_at, quick
+            finally:
+                self._quick_read.set()
             self._capture = self.proc.capture(self.pid, smaps=self.smaps, info=quick.info)
         except Exception:  # whatever it is, the main thread meets it too
             pass  # and reads again, and says why it fails, as without a read ahead
-
-    def _wait(self) -> None:
-        self._thread.join()
 
     @property
     def info(self) -> ProcessInfo | None:
@@ -73,15 +76,15 @@ class ReadAhead:
     @property
     def taken_at(self) -> datetime | None:
         """When the reads began: the time of a snapshot made from them."""
-        self._wait()
+        self._quick_read.wait()
         return self._taken_at
 
     @property
     def quick(self) -> Quick | None:
-        self._wait()
+        self._quick_read.wait()
         return self._quick
 
     @property
     def capture(self) -> Capture | None:
-        self._wait()
+        self._thread.join()
         return self._capture
