@@ -136,6 +136,22 @@ def summary(name: str, unit: str, values: list[float]) -> str:
     )
 
 
+def by_window(rows: list[Row], windows: int) -> str:
+    """Medians of CPU and resident size over consecutive windows of rounds: where a
+    bounded cache fills, the resident size climbs and then levels off."""
+    size = max(1, -(-len(rows) // windows))
+    parts = []
+    for i in range(0, len(rows), size):
+        window = rows[i : i + size]
+        parts.append(
+            f"  rounds {window[0].round}-{window[-1].round}: "
+            f"cpu {statistics.median(r.cpu for r in window):.3f} s, "
+            f"rss {statistics.median(r.rss for r in window):.1f} MiB, "
+            f"peak {max(r.peak for r in window):.1f} MiB"
+        )
+    return "\n".join(parts)
+
+
 def run_watch(memsnap: str, db: str, every: float, minutes: float, churn: Churn) -> list[Row]:
     watch = subprocess.Popen(
         [memsnap, "--db", db, "record", "--all", "--every", str(every)],
@@ -184,6 +200,8 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=10.0)
     parser.add_argument("--churn", type=int, default=0, metavar="N",
                         help="start N new short-lived processes every round")  # fmt: skip
+    parser.add_argument("--windows", type=int, default=6,
+                        help="consecutive windows of rounds to give medians of")  # fmt: skip
     parser.add_argument("--memsnap", default=shutil.which("memsnap"),
                         help="the memsnap command to run (default: the one on PATH)")  # fmt: skip
     args = parser.parse_args()
@@ -215,6 +233,8 @@ def main() -> None:
     print("  " + summary("rss", "MiB", [r.rss for r in later]))
     print("  " + summary("peak", "MiB", [r.peak for r in later]))
     print(f"  processes recorded per round: median {statistics.median(r.recorded for r in later)}")
+    print(f"medians by window (rounds 2 on, {args.windows} windows):")
+    print(by_window(later, args.windows))
 
 
 if __name__ == "__main__":
