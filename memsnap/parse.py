@@ -39,7 +39,6 @@ colon, a header's is an address range.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from itertools import repeat
 from operator import gt
 from typing import Any, BinaryIO
 
+from memsnap import native
 from memsnap.errors import ParseError
 from memsnap.model import (
     MAPPING_FIELDS,
@@ -289,19 +289,9 @@ _Scanned = tuple[
 _Scan = Callable[[bytes, tuple[bytes, ...], int, int], _Scanned | None]
 
 
-def _load_native() -> _Scan | None:
-    """The C scanner when it was built at install (it is optional) and not turned off
-    with MEMSNAP_NATIVE=0 (to compare, or to rule it out)."""
-    if os.environ.get("MEMSNAP_NATIVE", "1") == "0":
-        return None
-    try:
-        from memsnap import _smaps
-    except ImportError:
-        return None
-    return _smaps.scan
-
-
-NATIVE: _Scan | None = _load_native()
+_EXTENSION = native.extension()
+# The C scanner, when memsnap uses its extension (`memsnap.native`).
+NATIVE: _Scan | None = None if _EXTENSION is None else _EXTENSION.scan
 # The kept keys in SIZE_ATTRS order, as the C scanner looks them up.
 _NATIVE_KEYS = tuple(key.encode() for _, key in SMAPS_FIELDS)
 

@@ -149,38 +149,25 @@ def changes(small: Target, big: Target, folder: Path) -> Iterator[str]:
 
 
 @pytest.mark.live
-@pytest.mark.parametrize("smaps", [[], ["--no-smaps"]], ids=["smaps", "no-smaps"])
+@pytest.mark.parametrize(
+    ("smaps", "apart"),
+    [([], False), (["--no-smaps"], False), ([], True)],
+    # One process a command is the read ahead's case (tests/test_ahead.py).
+    ids=["smaps", "no-smaps", "one-process-a-command"],
+)
 def test_records_are_the_same_with_and_without_fast_paths(
-    tmp_path: Path, helpers: Callable[[], Target], smaps: list[str]
+    tmp_path: Path, helpers: Callable[[], Target], smaps: list[str], apart: bool
 ) -> None:
     small, big = helpers(), helpers()
     big.send("pages 10000")  # about 5 MiB of smaps: read, parsed and stored in pieces
     twin = Twin(tmp_path)
     steps = []
     for step in changes(small, big, tmp_path):
-        twin.record(*smaps, str(small.pid), str(big.pid))
+        for pids in [[small.pid], [big.pid]] if apart else [[small.pid, big.pid]]:
+            twin.record(*smaps, *map(str, pids))
         steps.append(step)
     fast, slow = twin.shown([small.pid, big.pid])
     assert len(fast) == 2 * 2 * len(steps)  # each snapshot, each diff, and the replay
-    for key in fast:
-        assert fast[key] == slow[key], key
-
-
-@pytest.mark.live
-def test_one_process_records_are_the_same_with_and_without_fast_paths(
-    tmp_path: Path, helpers: Callable[[], Target]
-) -> None:
-    """One process a command: the read ahead's case (tests/test_ahead.py)."""
-    small, big = helpers(), helpers()
-    big.send("pages 10000")
-    twin = Twin(tmp_path)
-    steps = []
-    for step in changes(small, big, tmp_path):
-        twin.record(str(small.pid))
-        twin.record(str(big.pid))
-        steps.append(step)
-    fast, slow = twin.shown([small.pid, big.pid])
-    assert len(fast) == 2 * 2 * len(steps)
     for key in fast:
         assert fast[key] == slow[key], key
 

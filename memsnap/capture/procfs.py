@@ -22,6 +22,7 @@ from io import FileIO
 from pathlib import Path
 from typing import NamedTuple
 
+from memsnap import native
 from memsnap.errors import (
     KernelThread,
     ProcessChanged,
@@ -212,19 +213,9 @@ def read_bytes(path: str | Path) -> bytes:
         return f.readall() if READ_ALL is None else READ_ALL(f.fileno())
 
 
-def _load_read_all() -> Callable[[int], bytes] | None:
-    """The C extension's whole-file read, when it was built at install and
-    MEMSNAP_NATIVE is not 0 (as `memsnap.parse` decides for its scanner)."""
-    if os.environ.get("MEMSNAP_NATIVE", "1") == "0":
-        return None
-    try:
-        from memsnap import _smaps
-    except ImportError:
-        return None
-    return _smaps.read_all
-
-
-READ_ALL = _load_read_all()
+_EXTENSION = native.extension()
+# The C extension's whole-file read, when memsnap uses its extension (`memsnap.native`).
+READ_ALL: Callable[[int], bytes] | None = None if _EXTENSION is None else _EXTENSION.read_all
 
 
 CAP_SYS_PTRACE = 19
