@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from conftest import Cli
 from fakeproc import FakeProc, FakeProcess, FakeProcTree
 from memsnap.capture.procfs import PF_KTHREAD
+from memsnap.store.database import Database
 
 NAME = "msnaptest-sleep"  # 15 characters: the kernel keeps a command name that long
 
@@ -286,3 +287,26 @@ def test_who_was_recorded_before_is_read_through_each_process_latest_snapshot(
     assert len(set(found.values())) == 2 and None not in found.values()
     scans = [row[-1] for row in plan if str(row[-1]).startswith("SCAN")]
     assert not any("snapshots" in scan for scan in scans), plan
+
+
+def test_a_connection_remembers_a_bounded_number_of_path_ids(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch keeps one connection for weeks while programs come and go, each with
+    paths of its own: what the connection remembers of them stays bounded, and a path
+    forgotten is looked up again under its own id."""
+    from memsnap.store import writer
+
+    monkeypatch.setattr(writer, "_PATHS_REMEMBERED", 50)
+    per_round = 40
+    remembered: list[int] = []
+    for round_ in range(6):
+        texts = [f"/opt/program-{round_}/lib{i}.so" for i in range(per_round)]
+        with db.writing() as conn:
+            ids = writer.intern_paths(conn, texts)  # new: inserted, not remembered yet
+        with db.writing() as conn:
+            assert writer.intern_paths(conn, texts) == ids  # found, and remembered
+            remembered.append(len(conn.info["memsnap.path_ids"]))
+    # Without a bound it would hold every round's paths (240 here).
+    assert max(remembered) <= 50 + per_round
+    assert remembered[-1] < per_round * 6

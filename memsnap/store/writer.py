@@ -55,8 +55,10 @@ from memsnap.store.schema import (
 
 _CHUNK = 500
 T = TypeVar("T")
-# Path ids a connection remembers at most: a busy host maps a few thousand files at once.
-_PATHS_REMEMBERED = 16_384
+# Path ids a connection remembers at most: a busy host maps a few thousand files at once
+# (as many as capture remembers ELF layouts of). Past it they are forgotten, and looked up
+# again by the next records, one query per 500.
+_PATHS_REMEMBERED = 4096
 _OPEN_ROWS_BATCH = 2000
 # The region columns in the order of `Region`'s fields (path as its id), kind last.
 _KEY_COLUMNS = tuple(f.column for f in REGION_FIELDS)
