@@ -7,8 +7,9 @@ smaps takes about as long again. `ReadAhead` reads on a second thread meanwhile:
 the cheap signal (`Proc.quick`, which also says who the process is), then the whole map
 (`Proc.capture`), each under the same integrity rules as a read on the main thread.
 Recording then takes what it needs (`record_pid`): the signal for a process recorded
-before, the whole map for one never recorded. The other was read on the second core
-for nothing.
+before (and the whole map too when the signal says it changed), the whole map for one
+never recorded. For an unchanged process the whole map was read on the second core for
+nothing.
 
 Only where it pays (`worth_it`): the map must be read without the interpreter lock (the
 C extension's `read_all`; a Python read loop would wait for the lock after each of its
