@@ -210,8 +210,8 @@ def test_a_failed_overlapped_record_leaves_the_database_as_it_was(
     written = threading.Event()
     insert = writer._insert_values
 
-    def spy(conn: Any, process_row: int, seq: int, values: list[Any]) -> int:
-        done = insert(conn, process_row, seq, values)
+    def spy(conn: Any, values: list[Any]) -> int:
+        done = insert(conn, values)
         if done:
             written.set()
         return done

@@ -62,6 +62,8 @@ _PATHS_REMEMBERED = 4096
 _OPEN_ROWS_BATCH = 2000
 # The region columns in the order of `Region`'s fields (path as its id), kind last.
 _KEY_COLUMNS = tuple(f.column for f in REGION_FIELDS)
+# A region row as an INSERT binds it: its process and first seq, then its key columns.
+_ROW_WIDTH = 2 + len(_KEY_COLUMNS)
 _SHIFTED = [MAPPING_FIELDS.index(f) for f in U64_REGION_FIELDS]  # positions within a key
 
 
@@ -386,46 +388,51 @@ def _stored_keys(
     return list(zip(*stored, kinds, strict=True))
 
 
-def _stored_values(columns: Columns, kinds: Sequence[str], path_ids: dict[str, int]) -> list[Any]:
-    """`_stored_keys` laid end to end, row after row, as a multi-row INSERT binds them:
-    built a column at a time by slice assignment, with no tuple per row (60,000 tuples
-    of 22 values, then flattened again, cost more than SQLite's own insert of them)."""
-    width = len(_KEY_COLUMNS)
+def _stored_values(
+    columns: Columns, kinds: Sequence[str], path_ids: dict[str, int], process_row: int, seq: int
+) -> list[Any]:
+    """The rows of one process's new regions (first seen at `seq`) laid end to end, as a
+    multi-row INSERT binds them (`_ROW_WIDTH` values a row: the process, the seq, then
+    `_stored_keys`' columns): built a column at a time by slice assignment, with no tuple
+    per row (60,000 tuples of 22 values, then flattened again, cost more than SQLite's
+    own insert of them)."""
+    width = _ROW_WIDTH
     values: list[Any] = [None] * (len(kinds) * width)
     if not kinds:
         return values
+    values[0::width] = [process_row] * len(kinds)
+    values[1::width] = [seq] * len(kinds)
     for i, column in enumerate(columns):
         if i in _SHIFTED:
             column = list(map((-U64_SHIFT).__add__, column))
         elif i == _PATH:
             column = [None if p is None else path_ids[p] for p in column]
-        values[i::width] = column
+        values[2 + i :: width] = column
     values[width - 1 :: width] = kinds
     return values
 
 
-def _insert_values(conn: Connection, process_row: int, seq: int, values: list[Any]) -> int:
+def _insert_values(conn: Connection, values: list[Any]) -> int:
     """Insert the whole statements' worth of rows at the front of `values` (see
     `_stored_values`, `_insert_regions`); how many values were written."""
-    width = len(_KEY_COLUMNS)
     per = _rows_per_insert(conn)
-    step = per * width
+    step = per * _ROW_WIDTH
     whole = len(values) - len(values) % step
     if whole:
         conn.exec_driver_sql(
-            _multi_row_insert(conn, process_row, seq, per),
+            _multi_row_insert(conn, per),
             [tuple(values[i : i + step]) for i in range(0, whole, step)],
         )
     return whole
 
 
-def _insert_new(conn: Connection, process_row: int, seq: int, values: list[Any]) -> None:
+def _insert_new(conn: Connection, values: list[Any]) -> None:
     """Insert the rows of `values` (see `_stored_values`): whole statements, then the
-    rest one row per statement (`_insert_regions`)."""
-    width = len(_KEY_COLUMNS)
-    whole = _insert_values(conn, process_row, seq, values)
-    rest = [tuple(values[i : i + width]) for i in range(whole, len(values), width)]
-    _insert_regions(conn, process_row, seq, rest)
+    rest one row per statement."""
+    whole = _insert_values(conn, values)
+    rest = [tuple(values[i : i + _ROW_WIDTH]) for i in range(whole, len(values), _ROW_WIDTH)]
+    if rest:
+        conn.exec_driver_sql(_multi_row_insert(conn, 1), rest)
 
 
 def _keep_unchanged(
@@ -467,7 +474,7 @@ def _rows_per_insert(conn: Connection) -> int:
     parameter limits (SQLite 32,766 since 3.32, PostgreSQL 65,535)."""
     version = getattr(conn.dialect.dbapi, "sqlite_version_info", None)
     if version is not None and version < (3, 32):
-        return 999 // len(_KEY_COLUMNS)  # older SQLite allows only 999 parameters
+        return 999 // _ROW_WIDTH  # older SQLite allows only 999 parameters
     return 200
 
 
@@ -475,37 +482,37 @@ def _insert_head(conn: Connection) -> str:
     return f"INSERT INTO regions (process_id, first_seq, {column_list(conn, _KEY_COLUMNS)}) VALUES "
 
 
-def _multi_row_insert(conn: Connection, process_row: int, seq: int, rows: int) -> str:
-    """An INSERT of `rows` regions of one process and seq. The process and sequence are
-    the same on every row: written into the statement (they are integers memsnap made)
-    rather than copied into 60,000 tuples."""
-    marks = ", ".join([placeholder(conn)] * len(_KEY_COLUMNS))
-    one = f"({int(process_row)}, {int(seq)}, {marks})"
-    return _insert_head(conn) + ", ".join([one] * rows)
+def _multi_row_insert(conn: Connection, rows: int) -> str:
+    """An INSERT of `rows` regions, each with its process and seq bound like every other
+    value: the same text for every snapshot, which the driver keeps prepared. (Written
+    into the text, they made each snapshot of 200 new regions or more a statement of its
+    own, about half a MiB each in SQLite's cache of prepared statements: a watch's
+    memory grew with them, up to 128 of them a connection.)"""
+    marks = ", ".join([placeholder(conn)] * _ROW_WIDTH)
+    return _insert_head(conn) + ", ".join([f"({marks})"] * rows)
 
 
 def _insert_regions(
     conn: Connection, process_row: int, seq: int, rows: list[tuple[Any, ...]]
 ) -> None:
+    """Insert region rows (`_stored_keys`) of one process first seen at `seq`: whole
+    statements of `_rows_per_insert` rows, then the rest (all of most processes' rows)
+    one row per statement."""
     if not rows:
         return
-    marks = ", ".join([placeholder(conn)] * len(_KEY_COLUMNS))
-    head = _insert_head(conn)
     per = _rows_per_insert(conn)
     whole = len(rows) - len(rows) % per
     if whole:
         conn.exec_driver_sql(
-            _multi_row_insert(conn, process_row, seq, per),
-            [tuple(chain.from_iterable(rows[i : i + per])) for i in range(0, whole, per)],
+            _multi_row_insert(conn, per),
+            [
+                tuple(chain.from_iterable((process_row, seq, *row) for row in rows[i : i + per]))
+                for i in range(0, whole, per)
+            ],
         )
     if whole < len(rows):
-        # The rest (all of most processes' rows) one row per statement, the process and
-        # sequence bound: the same text for every snapshot, which the driver keeps
-        # prepared (`record --all` writes one such statement per process).
-        mark = placeholder(conn)
         conn.exec_driver_sql(
-            f"{head}({mark}, {mark}, {marks})",
-            [(process_row, seq, *row) for row in rows[whole:]],
+            _multi_row_insert(conn, 1), [(process_row, seq, *row) for row in rows[whole:]]
         )
 
 
@@ -559,7 +566,7 @@ def save_snapshot(
     path_ids = intern_paths(conn, (p for p in columns[_PATH] if p is not None))
     if latest is None:
         # Everything is new in a process's first snapshot: nothing to compare.
-        _insert_new(conn, process_row, seq, _stored_values(columns, kinds, path_ids))
+        _insert_new(conn, _stored_values(columns, kinds, path_ids, process_row, seq))
     else:
         keys = _stored_keys(columns, kinds, path_ids)
         _insert_regions(conn, process_row, seq, _keep_unchanged(conn, process_row, seq, keys))
@@ -638,8 +645,8 @@ class NewSnapshot:
             self.conn, (p for p in columns[_PATH] if p is not None), remember=False
         )
         pending = self._pending
-        pending.extend(_stored_values(columns, kinds, path_ids))
-        del pending[: _insert_values(self.conn, self.process_row, 1, pending)]
+        pending.extend(_stored_values(columns, kinds, path_ids, self.process_row, 1))
+        del pending[: _insert_values(self.conn, pending)]
 
     def finish(
         self, info: SnapshotInfo, columns: Columns, kinds: Sequence[str], rewrite: bool = False
@@ -654,7 +661,7 @@ class NewSnapshot:
             )
             self._pending = []
             self.add(columns, kinds)
-        _insert_new(self.conn, self.process_row, 1, self._pending)
+        _insert_new(self.conn, self._pending)
         self._pending = []
         by_kind = totals_by_kind(columns, kinds)
         totals = combine(by_kind.values())
