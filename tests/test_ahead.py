@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -67,32 +69,37 @@ def test_one_process_is_read_ahead_and_what_it_needs_is_taken(
     sqlite_cli: Cli, target: Target, reads: list[tuple[str, str, int]]
 ) -> None:
     target.send("pages 2000")
-    # Never recorded: its whole map, read ahead, is what is stored.
+    # Never recorded: its whole map, read ahead, is what is stored. The main thread
+    # reads nothing (the signal read again after the map may still be under way).
     assert sqlite_cli("record", str(target.pid)).exit_code == 0
-    assert reads == [
+    assert reads[:2] == [
         ("quick", AHEAD_THREAD, target.pid),
         ("capture", AHEAD_THREAD, target.pid),
     ]
-    # Recorded before: the signal read ahead decides. Where it says unchanged the
-    # snapshot is a copy and the main thread reads nothing; otherwise it only reads the
-    # signal again, to check it still describes the map read ahead. (The second record
-    # stores the first signal; the rollup's Pss can move a little between records, so a
-    # copy is waited for over a few.)
-    main_reads = []
-    for _ in range(6):
+    assert all(thread == AHEAD_THREAD for _, thread, _ in reads)
+    # Recorded before: the signal read ahead decides, a copy where it says unchanged,
+    # else the map read ahead and checked there against the signal read after it: the
+    # main thread reads nothing either way. (The second record stores the first signal;
+    # the rollup's Pss can move a little between records, so a copy is waited for over
+    # a few.)
+    records = 1
+    while records < 8 and _copies(sqlite_cli.url) == 0:
         reads.clear()
         assert sqlite_cli("record", str(target.pid)).exit_code == 0
-        # (The read ahead may still be reading the smaps nobody needs when a copy is
-        # stored: only what came first, and what the main thread read, is certain.)
+        records += 1
         assert reads[0] == ("quick", AHEAD_THREAD, target.pid)
-        main_reads.append([r for r in reads if r[1] == "MainThread"])
-        assert all(r == ("quick", "MainThread", target.pid) for r in main_reads[-1])
-        if len(main_reads) > 1 and not main_reads[-1]:
-            break
-    assert not main_reads[-1], "no record of an untouched process was a copy"
+        assert all(thread == AHEAD_THREAD for _, thread, _ in reads)
+    assert _copies(sqlite_cli.url) == 1, "no record of an untouched process was a copy"
     snapshots = _snapshots(sqlite_cli)
-    assert len(snapshots) == 1 + len(main_reads)
+    assert len(snapshots) == records
     assert len({s["totals"]["regions"] for s in snapshots}) == 1
+
+
+def _copies(path: str) -> int:
+    """Snapshots stored as a copy of the one before (sharing its per-kind totals)."""
+    with sqlite3.connect(path) as conn:
+        found = conn.execute("SELECT count(*) FROM snapshots WHERE kinds_from IS NOT NULL")
+        return int(found.fetchone()[0])
 
 
 @pytest.mark.live
@@ -151,3 +158,41 @@ def test_a_process_gone_is_reported_alike_with_and_without_the_read_ahead(
         answers.append((done.returncode, done.stdout, done.stderr))
     assert answers[0] == answers[1]
     assert answers[0] == (1, "", f"memsnap: pid {gone.pid}: no such process\n")
+
+
+class _Reads:
+    """A stand-in for `Proc` whose quick signals are given in turn."""
+
+    def __init__(self, signals: list[str]) -> None:
+        self.signals = iter(signals)
+
+    def quick(self, pid: int, smaps: bool = True, info: object = None) -> Any:
+        return SimpleNamespace(value=next(self.signals), info=SimpleNamespace(pid=pid))
+
+    def capture(self, pid: int, smaps: bool = True, info: object = None) -> Any:
+        return SimpleNamespace(pid=pid)
+
+
+@pytest.mark.parametrize(("signals", "settled"), [(["a", "a"], True), (["a", "b"], False)])
+def test_the_signal_is_read_again_right_after_the_map(signals: list[str], settled: bool) -> None:
+    """Only a signal read both before and right after the map may be stored with it: a
+    check made later, on the main thread, could miss a change undone in between."""
+    early = ahead.ReadAhead(cast(Proc, _Reads(signals)), 4242)
+    assert early.capture is not None and early.quick is not None
+    assert early.quick.value == "a"
+    assert early.settled is settled
+
+
+@pytest.mark.live
+@pytest.mark.usefixtures("worth_it", "reads")
+@pytest.mark.parametrize("settled", [True, False])
+def test_a_signal_is_stored_only_when_it_settled(
+    sqlite_cli: Cli, target: Target, monkeypatch: pytest.MonkeyPatch, settled: bool
+) -> None:
+    monkeypatch.setattr(ahead.ReadAhead, "settled", property(lambda _self: settled))
+    assert sqlite_cli("record", str(target.pid)).exit_code == 0  # new: stores no signal
+    target.send("anon 65536")  # changed: the map read ahead is stored
+    assert sqlite_cli("record", str(target.pid)).exit_code == 0
+    with sqlite3.connect(sqlite_cli.url) as conn:
+        digest = conn.execute("SELECT digest FROM snapshots ORDER BY id DESC").fetchone()[0]
+    assert ("/" in digest) is settled  # the full text's hash, then '/' and the signal's

@@ -38,9 +38,10 @@ def worth_it() -> bool:
 
 
 class ReadAhead:
-    """One process read on a second thread, started at once; `quick` and `capture` wait
-    for it. Either is None when that read failed: the main thread then reads the process
-    itself, and reports what fails as it always does."""
+    """One process read on a second thread, started at once: its quick signal, its whole
+    map, and the signal again (`settled`). `quick` and `capture` wait for their read;
+    either is None when it failed: the main thread then reads the process itself, and
+    reports what fails as it always does."""
 
     def __init__(self, proc: Proc, pid: int, smaps: bool = True) -> None:
         self.proc = proc
@@ -48,10 +49,12 @@ class ReadAhead:
         self.smaps = smaps
         self._quick: Quick | None = None
         self._capture: Capture | None = None
+        self._settled = False
         self._taken_at: datetime | None = None
-        # The signal is known before the whole map is read: a process recorded before
-        # need not wait for its smaps.
+        # Each read is handed over as soon as it is done: a process recorded before need
+        # not wait for its smaps, nor a new one for the signal read after it.
         self._quick_read = threading.Event()
+        self._capture_read = threading.Event()
         # A daemon: a command that fails before it needs the read does not wait for it.
         self._thread = threading.Thread(target=self._read, name="memsnap-ahead", daemon=True)
         self._thread.start()
@@ -64,7 +67,15 @@ class ReadAhead:
                 self._taken_at, self._quick = taken_at, quick
             finally:
                 self._quick_read.set()
-            self._capture = self.proc.capture(self.pid, smaps=self.smaps, info=quick.info)
+            try:
+                self._capture = self.proc.capture(self.pid, smaps=self.smaps, info=quick.info)
+            finally:
+                self._capture_read.set()
+            # Read right after the map, as `record_pid` does on the main thread: the same
+            # signal before and after means the map read between them is the one it
+            # describes (a check made later could miss a change and its undoing between).
+            again = self.proc.quick(self.pid, smaps=self.smaps, info=quick.info)
+            self._settled = again.value == quick.value
         except Exception:  # whatever it is, the main thread meets it too
             pass  # and reads again, and says why it fails, as without a read ahead
 
@@ -87,5 +98,12 @@ class ReadAhead:
 
     @property
     def capture(self) -> Capture | None:
-        self._thread.join()
+        self._capture_read.wait()
         return self._capture
+
+    @property
+    def settled(self) -> bool:
+        """Whether the signal read right after the map equals the one read before it:
+        only then may the signal be stored with a snapshot of that map."""
+        self._thread.join()
+        return self._settled

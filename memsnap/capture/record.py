@@ -282,15 +282,26 @@ def record_pid(
                 if same is not None:
                     return Recorded(same[0], identity.pid, info.command, same[1])
     capture = ahead.capture if ahead is not None else None
-    if capture is None and isinstance(recorded, Mapping_) and pipeline_asked():
+    if capture is not None:
+        assert ahead is not None
+        if quick is not None and not ahead.settled:
+            # The process moved between the reads ahead: the signal read before smaps may
+            # not describe what smaps showed, so none is stored (as below).
+            quick = None
+        return record_capture(db, proc, capture, label, taken_at, recorded, quick)
+    if ahead is not None:
+        # Its read failed (the process exiting, or running a new program, as it was
+        # read): read again, as who the process is now; the signal read ahead is not
+        # the one of this read.
+        info, quick, taken_at = None, None, datetime.now(timezone.utc)
+    if isinstance(recorded, Mapping_) and pipeline_asked():
         if info is None or info.stat is None:
             info = proc.info(pid)
         if (info.identity.pid, info.identity.start_ticks) not in recorded:
             # Never recorded: nothing to compare with, so the text can be written as it
             # is read and parsed.
             return record_new(db, proc, pid, info, smaps, label, taken_at, recorded)
-    if capture is None:
-        capture = proc.capture(pid, smaps=smaps, info=info)
+    capture = proc.capture(pid, smaps=smaps, info=info)
     if quick is not None and proc.quick(pid, smaps=smaps, info=info).value != quick:
         # The process moved between the two reads: the signal read before smaps may not
         # describe what smaps showed, so none is stored (the next record reads smaps).
