@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, Target
+from conftest import Cli, Target, capture_path
+
+# A capture from this project's test machine (tests/fixtures/maps/SOURCES.md).
+LOCAL_SMAPS = "local-linux6.18-x86_64-c-program-sysv-memfd-deleted-newline-rwx-thread-smaps.txt"
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -76,5 +79,18 @@ def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path, target: Targe
     assert show.stdout.read(10) == b'{\n  "forma'
     show.stdout.close()  # the reader is gone: memsnap's next write fails (EPIPE)
     err = show.stderr.read().decode()
-    show.wait()
+    assert show.wait() == 0  # as before memsnap ended this way
     assert "Traceback" not in err and len(err.splitlines()) <= 2
+
+
+def test_standard_output_closed_from_the_start_is_no_failure(tmp_path: Path) -> None:
+    """Python has no sys.stdout then: there is nothing to flush."""
+    db = str(tmp_path / "closed.db")
+    imported = Cli(db)("record", "--from-file", str(capture_path(LOCAL_SMAPS)), "--pid", "4242")
+    assert imported.exit_code == 0
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m memsnap --db "$1" list >&-', sys.executable, db],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

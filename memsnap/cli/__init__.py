@@ -219,11 +219,15 @@ def end(code: object) -> NoReturn:
     elif isinstance(code, int):
         status = code
     else:  # sys.exit("message"): printed, status 1, as Python does
-        sys.stderr.write(f"{code}\n")
+        if sys.stderr is not None:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"{code}\n")
         status = 1
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        # A reader gone (EPIPE) or a stream closed: nothing is left to tell it.
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
+        # None: started with the descriptor closed (`>&-`). A reader gone (EPIPE) or a
+        # stream closed: nothing is left to tell it.
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
     os._exit(status & 0xFF)
