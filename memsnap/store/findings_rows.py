@@ -79,6 +79,8 @@ def fileless_rows(conn: Connection, process_id: int) -> list[Row]:
     """The rows `w-then-x` looks at: no file behind them, writable or executable."""
     return [
         row
-        for row in _rows(conn, process_id, "r.path_id IS NULL OR p.text LIKE '[%'", ())
+        # The pattern is bound: written into the text, its `%` is a placeholder to the
+        # PostgreSQL driver, and `check` failed there.
+        for row in _rows(conn, process_id, "r.path_id IS NULL OR p.text LIKE ?", ("[%",))
         if has_no_file(row.region) and ("w" in row.region.perms or "x" in row.region.perms)
     ]
