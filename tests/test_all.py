@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection
 
-from conftest import Cli
+from conftest import Cli, Target
 from fakeproc import FakeProc, FakeProcess, FakeProcTree
 from memsnap.capture.procfs import PF_KTHREAD
 from memsnap.store.database import Database
@@ -269,6 +269,10 @@ def test_who_was_recorded_before_is_read_through_each_process_latest_snapshot(
             # Asked about one pid, only its processes: a round asks about the pids alive
             # then, not about every process recorded since boot.
             one = recorded_processes(conn, proc.host, proc.boot_id, [USER_PID + 1, 4_000_000])
+            # Past the first chunks of 500 pids asked about, found alike.
+            many = recorded_processes(
+                conn, proc.host, proc.boot_id, [*range(3000, USER_PID + 2), *range(1, 1200)]
+            )
             rows = conn.exec_driver_sql(
                 "SELECT p.pid, p.start_ticks, s.seq, s.digest FROM processes p "
                 "JOIN snapshots s ON s.process_id = p.id"
@@ -283,6 +287,7 @@ def test_who_was_recorded_before_is_read_through_each_process_latest_snapshot(
             latest[pid, ticks] = (seq, digest)
     assert found == {key: digest for key, (_, digest) in latest.items()}
     assert one == {key: digest for key, digest in found.items() if key[0] == USER_PID + 1}
+    assert many == found
     assert len(one) == 1
     assert len(set(found.values())) == 2 and None not in found.values()
     scans = [row[-1] for row in plan if str(row[-1]).startswith("SCAN")]
@@ -310,3 +315,31 @@ def test_a_connection_remembers_a_bounded_number_of_path_ids(
     # Without a bound it would hold every round's paths (240 here).
     assert max(remembered) <= 50 + per_round
     assert remembered[-1] < per_round * 6
+
+
+@pytest.mark.live
+def test_region_inserts_are_the_same_statements_for_every_snapshot(
+    db: Database, target: Target
+) -> None:
+    """The driver keeps each distinct statement prepared (SQLite: half a MiB for an
+    INSERT of 200 regions): a watch's snapshots must not each bring a text of their own."""
+    from sqlalchemy import event
+
+    from memsnap.capture.procfs import Proc
+    from memsnap.capture.record import record_pid
+
+    texts: set[str] = set()
+
+    def spy(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.startswith("INSERT INTO regions"):
+            texts.add(statement)
+
+    event.listen(db.engine, "before_cursor_execute", spy)
+    try:
+        proc = Proc()
+        for _ in range(3):
+            target.send("pages 450")  # 450 new regions: two whole INSERTs and the rest
+            record_pid(db, proc, target.pid)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", spy)
+    assert len(texts) == 2  # 200 rows a statement, and one row a statement
