@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +60,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             raise pytest.UsageError(
                 f"{item.nodeid} uses {', '.join(sorted(uses))} but is not marked live"
             )
+
+
+@pytest.fixture(autouse=True)
+def _no_read_ahead_left() -> Iterator[None]:
+    """An in-process `record PID` may return while its read ahead (memsnap.capture.ahead)
+    still reads what nobody needs: it is waited for, so that it never runs into the next
+    test's spies on `Proc`."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name == "memsnap-ahead":
+            thread.join(timeout=60)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
