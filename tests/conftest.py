@@ -170,7 +170,19 @@ def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "target.c"), "-ldl", "-lpthread"],
         check=True,
     )
-    return out
+    return written_back(out)
+
+
+def written_back(binary: Path) -> Path:
+    """A program just built, its pages written to disk: until the kernel writes them back
+    they are dirty in the page cache, and smaps shows its text as Shared_Dirty, then, in
+    the middle of a test, as Shared_Clean."""
+    fd = os.open(binary, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return binary
 
 
 class Target:

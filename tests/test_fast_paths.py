@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from conftest import HELPERS, Cli, Target
+from conftest import HELPERS, Cli, Target, written_back
 
 FAST_PATHS = ("MEMSNAP_QUICK", "MEMSNAP_NATIVE", "MEMSNAP_PIPELINE", "MEMSNAP_AHEAD")
 # What differs between two databases that hold the same snapshots: their row ids and the
@@ -51,7 +51,8 @@ def static_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     if built.returncode != 0:
         pytest.skip(f"the static helper needs a static C library (libc.a): {built.stderr[-300:]}")
-    return out
+    # Recorded twice back to back, its text must not turn from dirty to clean in between.
+    return written_back(out)
 
 
 @pytest.fixture
