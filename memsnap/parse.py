@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import gt
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from memsnap import native
 from memsnap.errors import ParseError
@@ -272,21 +272,10 @@ _NO_PATH: tuple[None, bool] = (None, False)
 _KEY_TO_ATTR_BYTES = {key.encode(): attr for key, attr in _KEY_TO_ATTR.items()}
 
 
-# What the C scanner returns: stride, starts, ends, perms, offsets, devs, inodes, raw
-# paths, one size column per key (None: no block has that key), VmFlags (None: none).
-_Scanned = tuple[
-    int,
-    list[int],
-    list[int],
-    list[str],
-    list[int],
-    list[str],
-    list[int],
-    list[bytes],
-    tuple[list[int] | None, ...],
-    list[str] | None,
-]
-_Scan = Callable[[bytes, tuple[bytes, ...], int, int], _Scanned | None]
+if TYPE_CHECKING:
+    from memsnap._smaps import Scanned  # declared once, in the extension's stub
+
+    _Scan = Callable[[bytes, tuple[bytes, ...], int, int], Scanned | None]
 
 
 _EXTENSION = native.extension()

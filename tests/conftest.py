@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,16 +160,32 @@ def sqlite_cli(sqlite_url: str) -> Cli:
     return Cli(sqlite_url)
 
 
-@pytest.fixture(scope="session")
-def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+NO_CC = "live-process tests build a small C helper and need a C compiler (cc)"
+
+
+def build_helper(
+    factory: pytest.TempPathFactory, name: str, flags: Sequence[str], libs: Sequence[str]
+) -> tuple[Path, subprocess.CompletedProcess[str]] | None:
+    """tests/helpers/NAME.c compiled into a new folder of its own (`flags` before the
+    source, `libs` after it), with what the compiler said; None without a C compiler."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        pytest.skip("live-process tests build a small C helper and need a C compiler (cc)")
-    out = tmp_path_factory.mktemp("helper") / "target"
-    subprocess.run(
-        [cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "target.c"), "-ldl", "-lpthread"],
-        check=True,
+        return None
+    out = factory.mktemp(name) / name
+    source = str(HELPERS / f"{name}.c")
+    done = subprocess.run(
+        [cc, "-O1", *flags, "-o", str(out), source, *libs], capture_output=True, text=True
     )
+    return out, done
+
+
+@pytest.fixture(scope="session")
+def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    built = build_helper(tmp_path_factory, "target", ["-Wall"], ["-ldl", "-lpthread"])
+    if built is None:
+        pytest.skip(NO_CC)
+    out, done = built
+    assert done.returncode == 0, done.stderr
     return written_back(out)
 
 
@@ -238,13 +254,11 @@ def plain_target() -> Iterator[Target]:
 
 @pytest.fixture(scope="session")
 def findings_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
+    built = build_helper(tmp_path_factory, "findings", ["-Wall"], ["-ldl"])
+    if built is None:
         pytest.fail("the live findings and check tests build tests/helpers/findings.c and need cc")
-    out = tmp_path_factory.mktemp("findings-helper") / "findings"
-    subprocess.run(
-        [cc, "-O1", "-Wall", "-o", str(out), str(HELPERS / "findings.c"), "-ldl"], check=True
-    )
+    out, done = built
+    assert done.returncode == 0, done.stderr
     return out
 
 

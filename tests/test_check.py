@@ -105,21 +105,29 @@ def test_rule_fires_through_check(
     assert not (new - old) & old
 
 
+def record_an_upgrade(cli: Cli, helper: Target, libz: Path, tmp_dir: Path) -> tuple[int, int, int]:
+    """A library loaded and recorded, then replaced on disk as an upgrade does (a new file
+    renamed over the old one) and recorded again: the two snapshots and where the
+    library's first mapping starts. Maps only: smaps' Pss of a shared library moves
+    whenever another process maps it."""
+    lib = tmp_dir / "libz-app.so"
+    shutil.copyfile(libz, lib)
+    helper.send(f"dlopen {lib}")
+    before = record(cli, helper.pid, "--no-smaps")
+    start = object_start(cli, before, lib)
+    shutil.copyfile(libz, tmp_dir / "libz-app.so.new")
+    os.rename(tmp_dir / "libz-app.so.new", lib)
+    after = record(cli, helper.pid, "--no-smaps")
+    return before, start, after
+
+
 def test_replaced_code_is_recorded_in_unchanged_copies(
     sqlite_cli: Cli, sqlite_url: str, helper: Target, libz: Path, tmp_dir: Path
 ) -> None:
     """Once a library is replaced the maps text stops changing, and each later snapshot
     is an unchanged copy of the one before (equal digests, no region compared). The stat
     through /proc/PID/root must be taken and stored for those copies all the same."""
-    lib = tmp_dir / "libz-app.so"
-    shutil.copyfile(libz, lib)
-    helper.send(f"dlopen {lib}")
-    # Maps only: smaps' Pss of a shared library moves whenever another process maps it.
-    before = record(sqlite_cli, helper.pid, "--no-smaps")
-    start = object_start(sqlite_cli, before, lib)
-    shutil.copyfile(libz, tmp_dir / "libz-app.so.new")
-    os.rename(tmp_dir / "libz-app.so.new", lib)  # an upgrade's rename over the old file
-    after = record(sqlite_cli, helper.pid, "--no-smaps")
+    before, start, after = record_an_upgrade(sqlite_cli, helper, libz, tmp_dir)
     copy = record(sqlite_cli, helper.pid, "--no-smaps")
     with sqlite3.connect(sqlite_url) as conn:
         shares = dict(conn.execute("SELECT id, kinds_from FROM snapshots"))
@@ -137,14 +145,7 @@ def test_replaced_code_fires_on_a_central_database_after_a_push(
     (the whole copy and the one-row unchanged copy alike), so `check` on the central
     database says what it says locally."""
     here = Cli(str(tmp_path / "local.db"))
-    lib = tmp_dir / "libz-app.so"
-    shutil.copyfile(libz, lib)
-    helper.send(f"dlopen {lib}")
-    before = record(here, helper.pid, "--no-smaps")
-    start = object_start(here, before, lib)
-    shutil.copyfile(libz, tmp_dir / "libz-app.so.new")
-    os.rename(tmp_dir / "libz-app.so.new", lib)
-    after = record(here, helper.pid, "--no-smaps")
+    before, start, after = record_an_upgrade(here, helper, libz, tmp_dir)
     assert here("push", db_url).exit_code == 0
     copy = record(here, helper.pid, "--no-smaps")  # goes over as one row
     done = here("push", db_url)

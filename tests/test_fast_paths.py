@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from conftest import HELPERS, Cli, Target, written_back
+from conftest import NO_CC, Cli, Target, build_helper, written_back
 
 FAST_PATHS = ("MEMSNAP_QUICK", "MEMSNAP_NATIVE", "MEMSNAP_PIPELINE", "MEMSNAP_AHEAD")
 # What differs between two databases that hold the same snapshots: their row ids and the
@@ -40,17 +39,12 @@ UNSHOWN = frozenset({"id", "taken_at"})
 
 @pytest.fixture(scope="session")
 def static_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("live-process tests build a small C helper and need a C compiler (cc)")
-    out = tmp_path_factory.mktemp("static") / "target-static"
-    built = subprocess.run(
-        [cc, "-O1", "-static", "-o", str(out), str(HELPERS / "target.c"), "-ldl", "-lpthread"],
-        capture_output=True,
-        text=True,
-    )
-    if built.returncode != 0:
-        pytest.skip(f"the static helper needs a static C library (libc.a): {built.stderr[-300:]}")
+    built = build_helper(tmp_path_factory, "target", ["-static"], ["-ldl", "-lpthread"])
+    if built is None:
+        pytest.skip(NO_CC)
+    out, done = built
+    if done.returncode != 0:
+        pytest.skip(f"the static helper needs a static C library (libc.a): {done.stderr[-300:]}")
     # Recorded twice back to back, its text must not turn from dirty to clean in between.
     return written_back(out)
 
